@@ -60,12 +60,27 @@ class SelectITConfig(_Config):
 
 
 class SelectionConfig(_Config):
-    """Subset selection: top fraction (SelectIT's 20%), top-k, or a score threshold."""
+    """Subset selection: rank by one score or a weighted combination, with baselines, constraints and an optional
+    diversity pass. Budget: top fraction (SelectIT's 20%), top-k, or a score threshold."""
 
-    by: str = Field("selectit_score", description="Score column to rank by")
+    strategy: Literal["top", "combined", "random", "full"] = Field("top", description="top: rank by `by`; "
+                                                                   "combined: weighted sum of rank-normalized "
+                                                                   "columns; random (seeded) and full: baselines")
+    by: str = Field("selectit_score", description="Score column to rank by (strategy top)")
+    weights: dict[str, float] | None = Field(None, description="combined: {column: weight}; a negative weight "
+                                             "means lower is better (e.g. ifd)")
     fraction: float | None = Field(0.2, gt=0, le=1, description="Keep this top fraction")
     k: int | None = Field(None, ge=1, description="Keep the top k (overrides fraction)")
     threshold: float | None = Field(None, description="Keep scores >= threshold (overrides fraction)")
+    seed: int = Field(0, description="Seed of the random baseline")
+    min_length: int | None = Field(None, ge=0, description="Drop records whose response is shorter (characters)")
+    max_length: int | None = Field(None, ge=1, description="Drop records whose response is longer (characters)")
+    category_column: str = Field("category", description="Column used by quotas (when it exists)")
+    quotas: dict[str, float] | None = Field(None, description="Per-category cap: a count (>= 1) or a fraction "
+                                            "of the budget (< 1)")
+    diversity_threshold: float | None = Field(None, gt=0, le=1, description="DEITA-style pass: accept a record "
+                                              "only if its cosine similarity to every accepted one is below this")
+    embedder: str = Field("minilm-l6", description="Sentence embedder for the diversity pass")
 
     def criteria(self) -> dict[str, float | int]:
         if self.k is not None:
@@ -73,6 +88,92 @@ class SelectionConfig(_Config):
         if self.threshold is not None:
             return {"threshold": self.threshold}
         return {"fraction": self.fraction if self.fraction is not None else 0.2}
+
+
+class TeacherConfig(_Config):
+    """The reflecting teacher: a local transformers model or any OpenAI-compatible endpoint."""
+
+    backend: Literal["hf", "openai"] = Field("hf", description="hf: local model; openai: OpenAI-compatible API")
+    model: str = Field("smollm2-135m-instruct", description="Alias/path/hub id (hf) or the served model name")
+    base_url: str | None = Field(None, description="openai: endpoint, e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai: environment variable holding the key")
+    api_key_secret: str | None = Field(None, description="openai: Prefect Secret block name holding the key "
+                                       "(used when the environment variable is unset)")
+    temperature: float = Field(0.7, ge=0, description="Sampling temperature (0 = greedy)")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling")
+    max_new_tokens: int = Field(512, ge=1, description="Max tokens per teacher reply")
+    seed: int = Field(0, description="Sampling seed")
+    batch_size: int = Field(8, ge=1, description="hf: prompts per generate() call")
+    concurrency: int = Field(8, ge=1, description="openai: requests in flight")
+    timeout_s: float = Field(120.0, gt=0, description="openai: per-request timeout")
+    max_retries: int = Field(6, ge=0, description="openai: retries on 429/5xx/timeouts/connection errors")
+    max_calls: int | None = Field(None, ge=0, description="Stop cleanly after this many new (uncached) calls")
+    max_cost: float | None = Field(None, ge=0, description="Stop cleanly when the estimated cost reaches this")
+    prices: dict[str, float] | None = Field(None, description="USD per 1M tokens: {input: x, output: y}")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="hf: weights dtype")
+    trust_remote_code: bool = Field(False, description="hf: allow model repos to run their own code")
+
+
+class IFDConfig(_Config):
+    """Student statistics: IFD = ppl(A|Q)/ppl(A) and reversed IFD = ppl(Q|A')/ppl(Q) (arXiv 2402.10110)."""
+
+    model: str = Field("gemma-3-270m", description="The student: the model the user will tune")
+    template: Literal["alpaca", "vicuna", "chat"] = Field("alpaca", description="Prompt template around Q")
+    max_length: int = Field(1024, ge=32, description="Token limit per sequence (longer ones are truncated)")
+    batch_size: int = Field(16, ge=1, description="Max sequences per forward pass (length-sorted)")
+    max_batch_tokens: int | None = Field(None, ge=64, description="Max padded tokens per pass; default 1024 "
+                                         "on CPU, 32768 on GPU")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto = bfloat16 where supported")
+    trust_remote_code: bool = Field(False, description="Allow model repos to run their own code")
+
+
+class ReflectionConfig(_Config):
+    """Selective Reflection-Tuning recycling (arXiv 2402.10110): teacher rewrites kept when the student's
+    IFD / reversed-IFD say they help."""
+
+    enabled: bool = Field(False, description="Run the recycling stage in the pipeline flow")
+    order: Literal["before_scoring", "after_scoring"] = Field("before_scoring", description="Recycle every "
+                                                              "record before SelectIT, or score first and "
+                                                              "recycle the top part")
+    top_fraction: float = Field(1.0, gt=0, le=1, description="after_scoring: recycle this top fraction")
+    limit: int | None = Field(None, ge=1, description="Recycle at most N records (smoke runs, budgets)")
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    student: IFDConfig = Field(default_factory=IFDConfig)
+    ifd_max: float = Field(1.0, gt=0, description="Keep the chosen pair only when IFD < this")
+    rifd_max: float = Field(1.0, gt=0, description="Keep the chosen pair only when r-IFD < this")
+    keep_regardless: bool = Field(False, description="Keep the chosen pair even when the thresholds fail")
+
+
+class TuneConfig(_Config):
+    """LoRA instruction tuning (peft) on the selected subset."""
+
+    enabled: bool = Field(True, description="Run the tuning stage in the pipeline flow")
+    base: str = Field("gemma-3-270m", description="Base model: alias, local folder or hub id")
+    template: Literal["auto", "alpaca", "chat"] = Field("auto", description="auto: chat template for instruct "
+                                                        "models that have one, else Alpaca")
+    lora_r: int = Field(16, ge=1, description="LoRA rank")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
+    target_modules: list[str] | None = Field(None, description="Default: attention and MLP projections found")
+    max_length: int = Field(512, ge=16, description="Token limit per example (longer ones truncated, counted)")
+    packing: bool = Field(False, description="Pack examples into max_length sequences")
+    epochs: float = Field(3.0, gt=0, description="Training epochs")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate (cosine schedule)")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Linear warmup fraction")
+    batch_size: int = Field(4, ge=1, description="Per-device micro-batch")
+    grad_accum: int = Field(4, ge=1, description="Gradient accumulation steps")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory")
+    eval_fraction: float = Field(0.1, ge=0, lt=1, description="Held-out split of the selected set for eval loss")
+    heldout: str | None = Field(None, description="Held-out records (any data format) for evaluation; default "
+                                "the eval split")
+    eval_prompts: int = Field(8, ge=0, description="Generations logged as an MLflow table after training")
+    max_new_tokens: int = Field(128, ge=1, description="Tokens per evaluation generation")
+    seed: int = Field(0, description="Training seed")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto = bfloat16 where supported")
+    merge: bool = Field(False, description="Also save the merged model")
+    register_as: str | None = Field("selectune-sft", description="MLflow Model Registry name (None: skip)")
+    trust_remote_code: bool = Field(False, description="Allow model repos to run their own code")
 
 
 class PipelineConfig(_Config):
@@ -83,7 +184,9 @@ class PipelineConfig(_Config):
     experiment: str = Field("selectune", description="MLflow experiment name")
     data: DataConfig = Field(default_factory=DataConfig)
     selectit: SelectITConfig = Field(default_factory=SelectITConfig)
+    reflection: ReflectionConfig = Field(default_factory=ReflectionConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
 
 
 def load_config(path: str | Path | None) -> PipelineConfig:
