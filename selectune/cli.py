@@ -127,26 +127,56 @@ def score_selectit_cmd(
 def select_cmd(
     input: Annotated[str, typer.Option("--input", "-i", help="Scored Parquet file")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder")],
-    by: Annotated[str, typer.Option(help="Score column")] = "selectit_score",
+    strategy: Annotated[Literal["top", "combined", "random", "full"], typer.Option()] = "top",
+    by: Annotated[str, typer.Option(help="Score column (strategy top)")] = "selectit_score",
+    weight: Annotated[list[str] | None, typer.Option(help="combined: COLUMN=WEIGHT; repeat (negative: lower "
+                                                      "is better)")] = None,
     fraction: Annotated[float | None, typer.Option(help="Top fraction (default 0.2)")] = None,
     k: Annotated[int | None, typer.Option(help="Top k")] = None,
     threshold: Annotated[float | None, typer.Option(help="Keep scores >= threshold")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random baseline")] = 0,
+    min_length: Annotated[int | None, typer.Option(help="Min response characters")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Max response characters")] = None,
+    quota: Annotated[list[str] | None, typer.Option(help="CATEGORY=N (count) or CATEGORY=0.3 (fraction of the "
+                                                     "budget); repeat")] = None,
+    diversity: Annotated[float | None, typer.Option(help="Max cosine similarity to an accepted record")] = None,
 ) -> None:
-    """Select a subset; writes selection.parquet, selected.parquet and selected_alpaca.json."""
+    """Select a subset; writes selection.parquet (every record, its decision and reason), selected.parquet and
+    selected_alpaca.json."""
     import pandas as pd
+    from pydantic import ValidationError
 
+    from selectune.config import SelectionConfig
     from selectune.data import export_alpaca, write_parquet
-    from selectune.selection import select
+    from selectune.selection import select_records
+
+    def pairs(items: list[str] | None) -> dict[str, float] | None:
+        if not items:
+            return None
+        try:
+            return {key: float(value) for key, value in (item.rsplit("=", 1) for item in items)}
+        except ValueError:
+            _fail(f"expected NAME=NUMBER, got {items}")
 
     try:
-        res = select(pd.read_parquet(input), by, fraction=fraction, k=k, threshold=threshold)
-    except (ValueError, OSError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        cfg = SelectionConfig(strategy=strategy, by=by, weights=pairs(weight), seed=seed, k=k, threshold=threshold,
+                              fraction=fraction if fraction is not None else 0.2, min_length=min_length,
+                              max_length=max_length, quotas=pairs(quota), diversity_threshold=diversity)
+        df = pd.read_parquet(input)
+        embeddings = None
+        if cfg.diversity_threshold is not None:
+            from selectune.embed import embed_records
+
+            embeddings = embed_records(df, cfg.embedder).vectors
+        res = select_records(df, cfg, embeddings)
+    except (ValidationError, ValueError, OSError) as err:  # pyarrow's ArrowInvalid is a ValueError
         _fail(str(err))
     output.mkdir(parents=True, exist_ok=True)
     write_parquet(res.table, output / "selection.parquet")
     write_parquet(res.selected, output / "selected.parquet")
     export_alpaca(res.selected, output / "selected_alpaca.json")
     typer.echo(f"selected {len(res.selected)} of {len(res.table)} records -> {output}")
+    typer.echo(res.table["decision"].value_counts().to_string())
 
 
 @app.command("run")
@@ -168,13 +198,31 @@ def run_cmd(config: Annotated[Path | None, typer.Option(help="YAML recipe (Pipel
         cfg.data.limit = limit
     if run_dir is not None:
         cfg.run_dir = run_dir
-    from flows.curate import curate
+    from flows.curate import run_pipeline
 
-    summary = curate(cfg)
+    summary = run_pipeline(cfg)
     typer.echo(json.dumps(summary, indent=2, default=str))
     uri = summary["mlflow_tracking_uri"]
     typer.echo(f"\noutputs: {summary['run_dir']}\nMLflow run {summary['mlflow_run_id']} in {uri}\n"
                f"browse: mlflow ui --backend-store-uri {uri}")
+
+
+@app.command("compare")
+def compare_cmd(run_ids: Annotated[list[str] | None, typer.Argument(help="MLflow parent run ids")] = None,
+                experiment: Annotated[str | None, typer.Option(help="Every pipeline run of this experiment")] = None,
+                html: Annotated[Path, typer.Option(help="HTML report with plots")] = Path("compare.html")) -> None:
+    """Pipeline runs side by side (strategy, subset, scorers, held-out loss, judge, time, teacher cost)."""
+    disable_telemetry()
+    from selectune.compare import collect, html_report, text_table
+
+    try:
+        df = collect(run_ids, experiment)
+    except Exception as err:  # unknown run id / experiment, unreachable server
+        _fail(str(err))
+    if df.empty:
+        _fail("no pipeline runs found")
+    typer.echo(text_table(df))
+    typer.echo(f"\nreport: {html_report(df, html, experiment or 'selectune runs')}")
 
 
 def main() -> None:

@@ -82,6 +82,21 @@ class SelectionConfig(_Config):
                                               "only if its cosine similarity to every accepted one is below this")
     embedder: str = Field("minilm-l6", description="Sentence embedder for the diversity pass")
 
+    @model_validator(mode="after")
+    def _check(self) -> SelectionConfig:
+        if self.strategy == "combined" and not any((self.weights or {}).values()):
+            raise ValueError("strategy 'combined' needs weights with at least one non-zero value, e.g. "
+                             "{selectit_score: 1.0, ifd: -0.5}")
+        if self.strategy == "random" and self.k is None and self.threshold is not None:
+            raise ValueError("strategy 'random' takes a k or fraction budget, not a threshold")
+        for cat, q in (self.quotas or {}).items():
+            if not (0 < q < 1 or (q >= 1 and float(q).is_integer())):
+                raise ValueError(f"quota for category {cat!r} must be a whole count >= 1 or a fraction in "
+                                 f"(0, 1), got {q}")
+        if self.min_length is not None and self.max_length is not None and self.min_length > self.max_length:
+            raise ValueError(f"min_length {self.min_length} > max_length {self.max_length}")
+        return self
+
     def criteria(self) -> dict[str, float | int]:
         if self.k is not None:
             return {"k": self.k}
@@ -124,6 +139,8 @@ class IFDConfig(_Config):
     max_batch_tokens: int | None = Field(None, ge=64, description="Max padded tokens per pass; default 1024 "
                                          "on CPU, 32768 on GPU")
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto = bfloat16 where supported")
+    attn_implementation: Literal["auto", "eager", "sdpa"] = Field("auto", description="auto = eager for "
+                                                                 "bfloat16 on CPU, else sdpa")
     trust_remote_code: bool = Field(False, description="Allow model repos to run their own code")
 
 
@@ -149,8 +166,10 @@ class TuneConfig(_Config):
 
     enabled: bool = Field(True, description="Run the tuning stage in the pipeline flow")
     base: str = Field("gemma-3-270m", description="Base model: alias, local folder or hub id")
-    template: Literal["auto", "alpaca", "chat"] = Field("auto", description="auto: chat template for instruct "
-                                                        "models that have one, else Alpaca")
+    template: Literal["auto", "alpaca", "chat"] = Field("auto", description="auto: the chat template when the "
+                                                        "tokenizer has one and the model is instruction-tuned "
+                                                        "(instruct alias, or instruct/chat/-it in its name), "
+                                                        "else Stanford Alpaca")
     lora_r: int = Field(16, ge=1, description="LoRA rank")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
@@ -159,6 +178,8 @@ class TuneConfig(_Config):
     packing: bool = Field(False, description="Pack examples into max_length sequences")
     epochs: float = Field(3.0, gt=0, description="Training epochs")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps")
+    save_steps: int = Field(50, ge=1, description="Checkpoint (and eval loss) every N optimizer steps under "
+                            "<output>/checkpoints; a re-run with the same output resumes from the last one")
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate (cosine schedule)")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Linear warmup fraction")
     batch_size: int = Field(4, ge=1, description="Per-device micro-batch")

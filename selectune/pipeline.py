@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from selectune import data, metrics, plots, tracking
-from selectune.config import DataConfig, SelectionConfig, SelectITConfig
+from selectune.config import DataConfig, SelectITConfig
 from selectune.settings import home
 from selectune.stages import StageResult, file_digest, run_stage
 
@@ -42,7 +42,7 @@ def load_stage(cfg: DataConfig, run_dir: str | Path, parent_run_id: str | None =
 
 
 def score_stage(cfg: SelectITConfig, records: str, run_dir: str | Path,
-                parent_run_id: str | None = None) -> StageResult:
+                parent_run_id: str | None = None, stage: str = "selectit") -> StageResult:
     """SelectIT-score records.parquet into scored.parquet, reusing the content-addressed rating cache."""
     from selectune import models
     from selectune.cache import RatingCache
@@ -73,35 +73,38 @@ def score_stage(cfg: SelectITConfig, records: str, run_dir: str | Path,
         return {"scored": str(path)}, m
 
     inputs = {"records": file_digest(records), **fingerprints}
-    return run_stage("selectit", run_dir, cfg, inputs, body, parent_run_id)
+    return run_stage(stage, run_dir, cfg, inputs, body, parent_run_id)
 
 
-def select_stage(cfg: SelectionConfig, scored: str, run_dir: str | Path,
-                 parent_run_id: str | None = None) -> StageResult:
-    """Rank and select; write selection.parquet (every row, its rank and reason), selected.parquet and
-    selected_alpaca.json."""
-    from selectune.selection import select
+def subset_digest(path: str | Path) -> str:
+    """Digest of a subset's record ids, independent of their order: 'did the selected set change?'."""
+    ids = pd.read_parquet(path, columns=["id"]).sort_values("id", ignore_index=True)
+    return tracking.digest(ids)
 
-    def body(out: Path) -> tuple[dict[str, str], dict[str, float]]:
-        df = pd.read_parquet(scored)
-        res = select(df, cfg.by, **cfg.criteria())
-        outputs = {"selection": str(data.write_parquet(res.table, out / "selection.parquet")),
-                   "selected": str(data.write_parquet(res.selected, out / "selected.parquet")),
-                   "alpaca": str(data.export_alpaca(res.selected, out / "selected_alpaca.json"))}
-        m: dict[str, float] = {"records_in": len(df), "records_out": len(res.selected),
-                               **_auroc_metric(res.table, cfg.by)}
-        if res.cut_value is not None:
-            m["cut_value"] = res.cut_value
-        if "label" in df.columns and len(res.selected):
-            m["selected_poor_fraction"] = round(float((res.selected["label"] == "poor").mean()), 4)
-            m["input_poor_fraction"] = round(float((df["label"] == "poor").mean()), 4)
-        if parent_run_id:
-            tracking.log_dataset(res.selected, outputs["selected"], "selected", "training")
-            tracking.log_figure(plots.score_histogram(res.table[cfg.by], res.cut_value, f"{cfg.by} with cut",
-                                                      labels=res.table.get("label")), "selection_cut.png")
-            tracking.log_figure(plots.score_vs_length(res.table[cfg.by], res.table["output"].str.len(),
-                                                      res.table["selected"], f"{cfg.by} vs response length"),
-                                "score_vs_length.png")
-        return outputs, m
 
-    return run_stage("select", run_dir, cfg, {"scored": file_digest(scored)}, body, parent_run_id)
+def top_part(scored: str | Path, fraction: float, path: Path) -> str:
+    """The best-scored fraction of records (SelectIT order, ties by id), for recycling after scoring."""
+    df = pd.read_parquet(scored).sort_values(["selectit_score", "id"], ascending=[False, True])
+    n = max(1, int(len(df) * fraction + 1e-9))
+    keep = [c for c in df.columns if not c.startswith("selectit")]
+    return str(data.write_parquet(df.head(n)[keep].reset_index(drop=True), path))
+
+
+def retrain_needed(model_name: str | None, digest: str) -> str | None:
+    """Why the tuning stage must run, or None when the latest registered version was trained on this subset."""
+    if not model_name:
+        return "no registry name: always train"
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        versions = MlflowClient().search_model_versions(f"name = '{model_name}'", order_by=["version_number DESC"],
+                                                        max_results=1)
+    except MlflowException:
+        return f"no registered model {model_name!r} yet"
+    if not versions:
+        return f"no registered model {model_name!r} yet"
+    last = versions[0]
+    if last.tags.get("selectune.selected_digest") != digest:
+        return f"selected subset changed since {model_name} v{last.version}"
+    return None

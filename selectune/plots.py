@@ -117,3 +117,52 @@ def _is_missing(value: object) -> bool:
         return value is None or bool(value != value)
     except TypeError:
         return True
+
+
+def before_after_histogram(
+    before: Sequence[float] | np.ndarray,
+    after: Sequence[float] | np.ndarray,
+    title: str,
+    *,
+    xlabel: str = "score",
+) -> Figure:
+    """Density histograms (30 shared bins) of a value over all records and over the selected ones.
+
+    Densities, not counts, so a selected 20% is comparable in shape with the whole set; NaNs are left out.
+    """
+    all_v = np.asarray(before, dtype=float)
+    sel_v = np.asarray(after, dtype=float)
+    all_v, sel_v = all_v[~np.isnan(all_v)], sel_v[~np.isnan(sel_v)]
+    fig, ax = _new_axes(title)
+    if all_v.size:
+        edges = np.histogram_bin_edges(all_v, bins=HIST_BINS)
+        ax.hist(all_v, bins=edges, density=True, color=UNSELECTED_COLOR, alpha=0.7, label=f"all ({all_v.size})")
+        if sel_v.size:
+            ax.hist(sel_v, bins=edges, density=True, histtype="step", linewidth=2, color=SELECTED_COLOR,
+                    label=f"selected ({sel_v.size})")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax.legend()
+    return fig
+
+
+def category_mix(
+    before: Sequence[object] | np.ndarray,
+    after: Sequence[object] | np.ndarray,
+    title: str,
+) -> Figure:
+    """Share of each category among all records and among the selected ones, as paired horizontal bars."""
+    names_all = np.array(["(none)" if _is_missing(v) else str(v) for v in before], dtype=object)
+    names_sel = np.array(["(none)" if _is_missing(v) else str(v) for v in after], dtype=object)
+    cats = sorted(set(names_all) | set(names_sel))
+    share_all = np.array([(names_all == c).mean() if names_all.size else 0.0 for c in cats])
+    share_sel = np.array([(names_sel == c).mean() if names_sel.size else 0.0 for c in cats])
+    fig, ax = _new_axes(title)
+    y = np.arange(len(cats))
+    ax.barh(y - 0.2, share_all, height=0.4, color=UNSELECTED_COLOR, label=f"all ({names_all.size})")
+    ax.barh(y + 0.2, share_sel, height=0.4, color=SELECTED_COLOR, label=f"selected ({names_sel.size})")
+    ax.set_yticks(y, cats)
+    ax.invert_yaxis()
+    ax.set_xlabel("share of records")
+    ax.legend()
+    return fig

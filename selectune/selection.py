@@ -10,37 +10,53 @@ Three modes, exactly one per call:
 
 Ranking is by score descending, ties broken by ``id`` ascending, so the result does not depend
 on the input's row order. Records whose score is NaN are ranked last and never selected.
+
+:func:`select_records` adds strategies (``top``, ``combined``, ``random``, ``full``), response length
+bounds, per-category quotas and a DEITA-style diversity pass, all driven by a ``SelectionConfig``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 from dataclasses import dataclass
 from numbers import Integral, Real
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+if TYPE_CHECKING:
+    from selectune.config import SelectionConfig
+
+log = logging.getLogger(__name__)
 DEFAULT_FRACTION = 0.2
 ID_COL = "id"
 ADDED_COLS = ("rank", "selected", "decision_reason")
+V2_COLS = ("selection_score", *ADDED_COLS, "decision")
+SIM_BLOCK = 256  # diversity pass: candidates compared to the accepted set per matrix product
 # floor(n * fraction) must not lose a record to float error, e.g. 100 * 0.29 == 28.999999999999996.
 _FLOOR_EPS = 1e-9
 
 
 @dataclass(frozen=True)
 class SelectionResult:
-    """Outcome of :func:`select`.
+    """Outcome of :func:`select` / :func:`select_records`.
 
     ``table`` holds every input row in rank order (index reset) plus ``rank`` (1 = best,
-    1..n without gaps), ``selected`` (bool) and ``decision_reason`` (str). ``selected`` is the
-    selected rows only, in rank order. ``cut_value`` is the threshold in threshold mode, else
-    the score of the last selected row (None when nothing was selected).
+    1..n without gaps), ``selected`` (bool) and ``decision_reason`` (str); select_records adds
+    ``selection_score`` (the score ranked by) and ``decision`` (the reason's kind: selected, below_cut,
+    score_missing, too_short, too_long, quota_full, too_similar). ``selected`` is the selected rows
+    only, in rank order. ``cut_value`` is the threshold in threshold mode, else the score of the last
+    selected row (None when nothing was selected, and for the random and full baselines).
+    ``budget`` is the number of slots in k / fraction mode (None otherwise).
     """
 
     table: pd.DataFrame
     selected: pd.DataFrame
     cut_value: float | None
+    budget: int | None = None
 
 
 def select(
@@ -56,39 +72,186 @@ def select(
     The input frame is not modified; existing ``rank``/``selected``/``decision_reason`` columns
     are replaced.
     """
+    from selectune.config import SelectionConfig
+
     _validate_frame(df, by)
-    mode, value = _resolve_mode(fraction, k, threshold)
-    table = _ranked(df, by)
-    scores = _as_float(table[by])
-    missing = np.isnan(scores)
-    ranks = table["rank"].to_numpy()
+    res = _select(df, SelectionConfig(by=by), *_resolve_mode(fraction, k, threshold), None)
+    extra = ["selection_score", "decision"]
+    return SelectionResult(res.table.drop(columns=extra), res.selected.drop(columns=extra), res.cut_value, res.budget)
 
+
+def select_records(df: pd.DataFrame, cfg: SelectionConfig, embeddings: np.ndarray | None = None) -> SelectionResult:
+    """Select a subset of ``df`` as ``cfg`` says; ``embeddings`` (one row per ``df`` row) for the diversity pass.
+
+    Scores (column ``selection_score``): ``top`` uses ``cfg.by``; ``combined`` is the weighted mean of each
+    weighted column's rank normalized to [0, 1] (average ranks over the non-NaN values, 1 = best; a negative
+    weight flips the column so lower is better; weights are divided by the sum of their absolute values), NaN
+    when any weighted column is NaN; ``random`` draws a uniform key from sha256(seed, id), so the subset
+    depends on the seed and the ids only; ``full`` ranks by ``cfg.by`` when present and keeps everything.
+    Records are walked in rank order. Missing scores and response lengths outside [min_length, max_length]
+    are rejected outright (threshold mode: scores below the threshold too); then a record is skipped when its
+    category's quota is full or it is too similar to an accepted one, and the next record takes the slot until
+    the budget (k, or floor(fraction * scored records), at least 1) is filled. Quota fractions are of that
+    budget (threshold and full mode: of the records passing the outright checks), rounded down.
+    """
+    crit = cfg.criteria()
+    mode, value = ("full", 0.0) if cfg.strategy == "full" else _resolve_mode(
+        crit.get("fraction"), crit.get("k"), crit.get("threshold"))
+    return _select(df, cfg, mode, value, embeddings)
+
+
+def _select(df: pd.DataFrame, cfg: SelectionConfig, mode: str, value: float, embeddings: np.ndarray | None,
+            ) -> SelectionResult:
+    """select_records with the budget already resolved: mode "fraction", "k", "threshold" or "full"."""
+    _check_ids(df)
+    score, missing = _strategy_score(df, cfg)
+    order = _rank_order(score, df[ID_COL])
+    table = df.drop(columns=[c for c in V2_COLS if c in df.columns]).iloc[order].reset_index(drop=True)
+    score, missing = score[order], missing[order]
+    n, ids = len(table), table[ID_COL].astype(str).to_numpy()
+    table["selection_score"] = score
+    table["rank"] = np.arange(1, n + 1)
+    reasons, kinds = np.full(n, "", dtype=object), np.full(n, "", dtype=object)
+
+    def reject(mask: np.ndarray, kind: str, texts: list[str]) -> None:  # first reason wins
+        mask &= kinds == ""
+        kinds[mask], reasons[mask] = kind, np.asarray(texts, dtype=object)[mask]
+
+    scored = np.array([m is None for m in missing], dtype=bool)
+    reject(~scored, "score_missing", [f"score missing{m}" for m in missing])
+    if cfg.min_length is not None or cfg.max_length is not None:
+        if "output" not in table.columns:
+            raise ValueError("min_length/max_length need an 'output' column")
+        length = table["output"].fillna("").astype(str).str.len().to_numpy()
+        lo, hi = cfg.min_length or 0, cfg.max_length or np.inf
+        reject(length < lo, "too_short", [f"too short ({v} < {lo} chars)" for v in length])
+        reject(length > hi, "too_long", [f"too long ({v} > {hi} chars)" for v in length])
     if mode == "threshold":
-        selected = ~missing & (np.where(missing, -np.inf, scores) >= value)
-        reasons = [_threshold_reason(s, value) for s in scores]
-    else:
-        cut_rank = _cut_rank(mode, value, int((~missing).sum()))
-        selected = ~missing & (ranks <= cut_rank)
-        label = f"top {value * 100:g}%" if mode == "fraction" else f"top {int(value)}"
-        reasons = [_rank_reason(int(r), cut_rank, label) for r in ranks]
+        below = np.where(np.isnan(score), np.inf, score) < value
+        reject(below, "below_cut", [_threshold_reason(v, value) for v in score])
+    walk = np.flatnonzero(kinds == "")
+    budget = _cut_rank(mode, value, int(scored.sum())) if mode in ("fraction", "k") else None
+    caps, cats = _quotas(table, cfg, len(walk) if budget is None else budget)
+    sims = None
+    if cfg.diversity_threshold is not None:
+        from selectune.embed import NearestAccepted, unit_rows
 
-    table["selected"] = selected
-    table["decision_reason"] = ["score missing" if m else r for m, r in zip(missing, reasons, strict=True)]
+        if embeddings is None:
+            raise ValueError("diversity_threshold is set: pass embeddings, one row per record (see selectune.embed)")
+        sims = NearestAccepted(unit_rows(embeddings, ids[np.argsort(order)])[order], walk, SIM_BLOCK)
+    accepted = _walk(walk, budget, caps, cats, sims, cfg.diversity_threshold, reasons, kinds, ids)
+    cut_rank = accepted[-1] + 1 if accepted else 0
+    if cfg.strategy == "full":
+        reasons[accepted] = "full baseline"
+    elif mode == "threshold":
+        reasons[accepted] = [_threshold_reason(score[i], value) for i in accepted]
+    else:
+        label = f"random baseline (seed {cfg.seed}, " if cfg.strategy == "random" else (
+            f"top {value * 100:g}% (" if mode == "fraction" else f"top {int(value)} (")
+        reasons[accepted] = [f"{label}rank {i + 1} <= {cut_rank})" for i in accepted]
+    kinds[accepted] = "selected"
+    rest = np.flatnonzero(kinds == "")
+    kinds[rest] = "below_cut"
+    word = "not drawn" if cfg.strategy == "random" else "below cut"
+    reasons[rest] = [f"{word} (rank {i + 1} > {cut_rank})" for i in rest]
+    table["selected"] = kinds == "selected"
+    table["decision"], table["decision_reason"] = kinds, reasons
     chosen = table[table["selected"]].reset_index(drop=True)
-    cut = float(value) if mode == "threshold" else _last_score(chosen, by)
-    return SelectionResult(table=table, selected=chosen, cut_value=cut)
+    cut = value if mode == "threshold" else _last_score(chosen, "selection_score") if cfg.strategy in (
+        "top", "combined") else None
+    return SelectionResult(table=table, selected=chosen, cut_value=cut, budget=budget)
+
+
+def _strategy_score(df: pd.DataFrame, cfg: SelectionConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(score per row, why the score is missing per row: None when it is usable, else a note for the reason)."""
+    n = len(df)
+    if cfg.strategy == "random":
+        keys = [int.from_bytes(hashlib.sha256(f"{cfg.seed}\x1f{i}".encode()).digest()[:8], "big") for i in df[ID_COL]]
+        return np.asarray(keys, dtype=float) / 2.0**64, np.full(n, None)
+    if cfg.strategy == "full" and cfg.by not in df.columns:
+        return np.full(n, np.nan), np.full(n, None)
+    if cfg.strategy in ("top", "full"):
+        _check_score_column(df, cfg.by)
+        score = _as_float(df[cfg.by])
+        return score, np.where(np.isnan(score) & (cfg.strategy == "top"), "", None)
+    weights = {c: w for c, w in (cfg.weights or {}).items() if w}
+    total, score, nan = sum(abs(w) for w in weights.values()), np.zeros(n), []
+    for col, w in weights.items():
+        _check_score_column(df, col)
+        x = pd.Series(_as_float(df[col]))
+        m = int(x.notna().sum())
+        norm = ((x.rank(method="average") - 1) / (m - 1) if m > 1 else x * 0 + 0.5).to_numpy()
+        score += abs(w) * (norm if w > 0 else 1 - norm) / total
+        nan.append(np.isnan(norm))
+    notes = np.full(n, None)
+    for i in np.flatnonzero(np.isnan(score)):
+        notes[i] = f" ({', '.join(c for c, m in zip(weights, nan, strict=True) if m[i])})"
+    return score, notes
+
+
+def _quotas(table: pd.DataFrame, cfg: SelectionConfig, base: int) -> tuple[dict[str, int], np.ndarray | None]:
+    """Quota caps per category (fractions of ``base``, rounded down) and each row's category (None = none)."""
+    if not cfg.quotas:
+        return {}, None
+    col = cfg.category_column
+    if col not in table.columns:
+        raise ValueError(f"quotas need the category column {col!r}; available columns: "
+                         f"{[str(c) for c in table.columns]}")
+    cats = np.array([None if pd.isna(v) else str(v) for v in table[col]], dtype=object)
+    unknown = sorted(set(cfg.quotas) - set(cats))
+    if unknown:
+        log.warning("quota categories not in column %r: %s", col, unknown)
+    caps = {c: int(q) if q >= 1 else math.floor(q * base + _FLOOR_EPS) for c, q in cfg.quotas.items()}
+    return caps, cats
+
+
+def _walk(walk: np.ndarray, budget: int | None, caps: dict[str, int], cats: np.ndarray | None,
+          sims: object, threshold: float | None, reasons: np.ndarray, kinds: np.ndarray, ids: np.ndarray,
+          ) -> list[int]:
+    """Accept candidates in rank order until the budget is filled; label the ones skipped on the way."""
+    from tqdm.auto import tqdm
+
+    used = dict.fromkeys(caps, 0)
+    accepted: list[int] = []
+    for pos, i in enumerate(tqdm(walk, desc="selection", unit="record", disable=sims is None or len(walk) < 5000)):
+        if budget is not None and len(accepted) >= budget:
+            break
+        cat = cats[i] if cats is not None else None
+        if cat in caps and used[cat] >= caps[cat]:
+            kinds[i], reasons[i] = "quota_full", f"quota full for category {cat!r} ({caps[cat]})"
+            continue
+        if sims is not None:
+            cos, j = sims.nearest(pos)
+            if cos >= threshold:
+                kinds[i], reasons[i] = "too_similar", f"too similar (cos {cos:.2f} to {ids[j]})"
+                continue
+            sims.accept(pos)
+        accepted.append(int(i))
+        if cat in caps:
+            used[cat] += 1
+    return accepted
 
 
 def _validate_frame(df: pd.DataFrame, by: str) -> None:
     """Check that ``by`` is a numeric column and ``id`` a complete, unique column."""
-    cols = [str(c) for c in df.columns]
+    _check_score_column(df, by)
+    _check_ids(df)
+
+
+def _check_score_column(df: pd.DataFrame, by: str) -> None:
+    """``by`` must exist and be numeric (not bool)."""
     if by not in df.columns:
-        raise ValueError(f"score column {by!r} not found; available columns: {cols}")
-    if ID_COL not in df.columns:
-        raise ValueError(f"records need an {ID_COL!r} column to break ties; available columns: {cols}")
+        raise ValueError(f"score column {by!r} not found; available columns: {[str(c) for c in df.columns]}")
     dtype = df[by].dtype
     if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
         raise ValueError(f"score column {by!r} must be numeric, got dtype {dtype}")
+
+
+def _check_ids(df: pd.DataFrame) -> None:
+    """``id`` must be a complete, unique column."""
+    if ID_COL not in df.columns:
+        cols = [str(c) for c in df.columns]
+        raise ValueError(f"records need an {ID_COL!r} column to break ties; available columns: {cols}")
     if df[ID_COL].isna().any():
         raise ValueError(f"{int(df[ID_COL].isna().sum())} record(s) have a missing {ID_COL!r}")
     dupes = df[ID_COL][df[ID_COL].duplicated()].unique().tolist()
@@ -128,16 +291,11 @@ def _as_float(col: pd.Series) -> np.ndarray:
     return col.to_numpy(dtype=float, na_value=np.nan)
 
 
-def _ranked(df: pd.DataFrame, by: str) -> pd.DataFrame:
-    """Copy of ``df`` sorted by (score missing, score desc, id asc) with a 1..n ``rank`` column."""
-    table = df.drop(columns=[c for c in ADDED_COLS if c in df.columns])
-    key = pd.DataFrame(
-        {"_missing": df[by].isna().to_numpy(), "_score": _as_float(df[by]), ID_COL: df[ID_COL].to_numpy()}
-    )
+def _rank_order(scores: np.ndarray, ids: pd.Series) -> np.ndarray:
+    """Row positions sorted by (score missing, score desc, id asc)."""
+    key = pd.DataFrame({"_missing": np.isnan(scores), "_score": scores, ID_COL: ids.to_numpy()})
     order = key.sort_values(["_missing", "_score", ID_COL], ascending=[True, False, True], kind="mergesort")
-    table = table.iloc[order.index.to_numpy()].reset_index(drop=True)
-    table["rank"] = range(1, len(table) + 1)
-    return table
+    return order.index.to_numpy()
 
 
 def _cut_rank(mode: str, value: float, n_scored: int) -> int:
@@ -147,13 +305,6 @@ def _cut_rank(mode: str, value: float, n_scored: int) -> int:
     if n_scored == 0:
         return 0
     return max(1, math.floor(n_scored * value + _FLOOR_EPS))
-
-
-def _rank_reason(rank: int, cut_rank: int, label: str) -> str:
-    """Decision reason in fraction / k mode."""
-    if rank <= cut_rank:
-        return f"{label} (rank {rank} <= {cut_rank})"
-    return f"below cut (rank {rank} > {cut_rank})"
 
 
 def _threshold_reason(score: float, threshold: float) -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,20 @@ def artifact_root(uri: str) -> Path | None:
     return None
 
 
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Serialize first use of a SQLite store: concurrent runs would otherwise race on its schema migration
+    and on creating the same experiment."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock = Path(uri.removeprefix("sqlite:///") + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
 def setup(experiment: str) -> str:
     """Point MLflow at the store, create the experiment with an explicit artifact location, return its id."""
     disable_telemetry()
@@ -34,13 +51,14 @@ def setup(experiment: str) -> str:
 
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
-    exp = mlflow.get_experiment_by_name(experiment)
-    if exp is None:
-        root = artifact_root(uri)
-        location = (root / experiment).resolve().as_uri() if root else None
-        exp_id = mlflow.create_experiment(experiment, artifact_location=location)
-    else:
-        exp_id = exp.experiment_id
+    with _store_lock(uri):
+        exp = mlflow.get_experiment_by_name(experiment)
+        if exp is None:
+            root = artifact_root(uri)
+            location = (root / experiment).resolve().as_uri() if root else None
+            exp_id = mlflow.create_experiment(experiment, artifact_location=location)
+        else:
+            exp_id = exp.experiment_id
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 

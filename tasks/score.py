@@ -11,5 +11,6 @@ from selectune.stages import StageResult
 # Local model work: failures are deterministic, so no retries. The rating cache and the stage
 # manifest make a re-run resume instead of recomputing.
 @task(name="selectit-score", cache_policy=NO_CACHE)
-def score_task(cfg: SelectITConfig, records: str, run_dir: str, parent_run_id: str | None = None) -> StageResult:
-    return score_stage(cfg, records, run_dir, parent_run_id)
+def score_task(cfg: SelectITConfig, records: str, run_dir: str, parent_run_id: str | None = None,
+               stage: str = "selectit") -> StageResult:
+    return score_stage(cfg, records, run_dir, parent_run_id, stage)

@@ -4,7 +4,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from selectune.config import SelectionConfig
-from selectune.pipeline import select_stage
+from selectune.select_stage import select_stage
 from selectune.stages import StageResult
 
 

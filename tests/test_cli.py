@@ -246,6 +246,26 @@ def test_select_by_other_column(tmp_path: Path, scored: pd.DataFrame) -> None:
     assert selected["id"].tolist() == scored.nlargest(2, "other_score")["id"].tolist()
 
 
+def test_select_combined_with_quota_and_random(tmp_path: Path, scored: pd.DataFrame) -> None:
+    scored["category"] = ["a", "a", "b", "a", "b", "a", "b", "b"]
+    scored.to_parquet(tmp_path / "scored.parquet", index=False)
+    out = tmp_path / "sel"
+    # rank sums (selectit rank + (7 - other rank)): r3 14, r5 11, r7 9, r1 8, r6 6, r0 5, r2 3, r4 0
+    ok("select", "--input", tmp_path / "scored.parquet", "--strategy", "combined", "--weight", "selectit_score=1",
+       "--weight", "other_score=-1", "--k", "3", "--quota", "a=1", "--output", out)
+    selected = pd.read_parquet(out / "selected.parquet")
+    # categories r3 a, r5 a, r7 b, r1 a, r6 b; quota a=1 -> r3, r7, r6
+    assert selected["id"].tolist() == ["r3", "r7", "r6"]
+    table = pd.read_parquet(out / "selection.parquet")
+    assert table.set_index("id").loc["r5", "decision"] == "quota_full"
+    ok("select", "--input", tmp_path / "scored.parquet", "--strategy", "random", "--k", "4", "--seed", "7",
+       "--output", tmp_path / "r1")
+    ok("select", "--input", tmp_path / "scored.parquet", "--strategy", "random", "--k", "4", "--seed", "7",
+       "--output", tmp_path / "r2")
+    a, b = (pd.read_parquet(tmp_path / d / "selected.parquet")["id"].tolist() for d in ("r1", "r2"))
+    assert a == b and len(a) == 4
+
+
 def test_select_missing_column_exits_2(tmp_path: Path, scored: pd.DataFrame) -> None:
     out = tmp_path / "sel"
     result = invoke("select", "--input", tmp_path / "scored.parquet", "--by", "missing_col", "--output", out)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from selectune.config import DataConfig, PipelineConfig, SelectionConfig, SelectITConfig
+from selectune.config import DataConfig, PipelineConfig, SelectionConfig, SelectITConfig, TuneConfig
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def _config(tmp_path: Path, data_file: Path, models: list[str], on_invalid: str 
     return PipelineConfig(run_dir=str(tmp_path / "run"), experiment="flow-test",
                           data=DataConfig(input=str(data_file), on_invalid=on_invalid),
                           selectit=SelectITConfig(models=models, dtype="float32"),
-                          selection=SelectionConfig(fraction=0.5))
+                          selection=SelectionConfig(fraction=0.5), tune=TuneConfig(enabled=False))
 
 
 def _children(client, parent_id: str) -> dict[str, object]:
@@ -37,7 +37,7 @@ def test_flow_end_to_end(prefect_server, mlflow_store, tmp_path, records, tiny_m
     from mlflow.tracking import MlflowClient
     from prefect.client.orchestration import get_client
 
-    from flows.curate import curate
+    from flows.curate import run_pipeline as curate
 
     data_file = tmp_path / "data.json"
     rows = records.drop(columns="id").to_dict("records")
@@ -108,7 +108,7 @@ def test_flow_end_to_end(prefect_server, mlflow_store, tmp_path, records, tiny_m
 def test_stage_failure_marks_runs_failed(prefect_server, mlflow_store, tmp_path, tiny_model) -> None:
     from mlflow.tracking import MlflowClient
 
-    from flows.curate import curate
+    from flows.curate import run_pipeline as curate
     from selectune.data import DataValidationError
 
     bad = tmp_path / "bad.jsonl"

@@ -1,0 +1,104 @@
+"""The selection stage: rank, constrain and select scored records; write the subset; log metrics and figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from selectune import data, metrics, plots, tracking
+from selectune.config import SelectionConfig
+from selectune.selection import SelectionResult, select_records
+from selectune.stages import StageResult, file_digest, run_stage
+
+DECISIONS = ("selected", "below_cut", "score_missing", "too_short", "too_long", "quota_full", "too_similar")
+
+
+def select_stage(cfg: SelectionConfig, scored: str, run_dir: str | Path,
+                 parent_run_id: str | None = None) -> StageResult:
+    """Select from scored.parquet; write selection.parquet (every record with rank, score, decision and reason),
+    selected.parquet and selected_alpaca.json. Embeds records (cached) only when the diversity pass is on."""
+    inputs = {"scored": file_digest(scored)}
+    if cfg.diversity_threshold is not None:
+        from selectune.models import fingerprint
+
+        inputs["embedder"] = fingerprint(cfg.embedder)
+
+    def body(out: Path) -> tuple[dict[str, str], dict[str, float]]:
+        df = pd.read_parquet(scored)
+        m: dict[str, float] = {"records_in": len(df)}
+        vectors = None
+        if cfg.diversity_threshold is not None:
+            from selectune.embed import embed_records
+
+            emb = embed_records(df, cfg.embedder)
+            vectors = emb.vectors
+            m.update({"embedded_new": emb.n_new, "embed_seconds": round(emb.seconds, 3)})
+        res = select_records(df, cfg, vectors)
+        outputs = {"selection": str(data.write_parquet(res.table, out / "selection.parquet")),
+                   "selected": str(data.write_parquet(res.selected, out / "selected.parquet")),
+                   "alpaca": str(data.export_alpaca(res.selected, out / "selected_alpaca.json"))}
+        m.update(stage_metrics(res, cfg))
+        if parent_run_id:
+            log_selection(res, cfg, outputs["selected"])
+        return outputs, m
+
+    return run_stage("select", run_dir, cfg, inputs, body, parent_run_id)
+
+
+def _score_name(cfg: SelectionConfig) -> str:
+    return "combined" if cfg.strategy == "combined" else "random_key" if cfg.strategy == "random" else cfg.by
+
+
+def stage_metrics(res: SelectionResult, cfg: SelectionConfig) -> dict[str, float]:
+    """records_out, budget, cut, counts per decision kind, AUROC of the score used and label/length summaries."""
+    t, sel = res.table, res.selected
+    m: dict[str, float] = {"records_out": len(sel)}
+    if res.budget is not None:
+        m["budget"] = res.budget
+    if res.cut_value is not None:
+        m["cut_value"] = res.cut_value
+    counts = t["decision"].value_counts()
+    m.update({f"decision.{k}": int(counts.get(k, 0)) for k in DECISIONS})
+    if cfg.strategy != "random" and t["selection_score"].notna().any():
+        auroc = metrics.label_auroc(t, "selection_score")
+        if auroc is not None:
+            m[f"auroc.{_score_name(cfg)}"] = round(auroc, 4)
+    if "label" in t.columns and len(sel):
+        m["selected_poor_fraction"] = round(float((sel["label"] == "poor").mean()), 4)
+        m["input_poor_fraction"] = round(float((t["label"] == "poor").mean()), 4)
+    if "output" in t.columns and len(sel):
+        m["output_chars_mean.all"] = round(float(t["output"].fillna("").str.len().mean()), 1)
+        m["output_chars_mean.selected"] = round(float(sel["output"].fillna("").str.len().mean()), 1)
+    return m
+
+
+def log_selection(res: SelectionResult, cfg: SelectionConfig, selected_path: str) -> None:
+    """Into the active MLflow run: the selected dataset, the decision table and the before/after figures."""
+    import mlflow
+
+    t, sel = res.table, res.selected
+    tracking.log_dataset(sel, selected_path, "selected", "training")
+    cols = ["id", "rank", "selection_score", "selected", "decision", "decision_reason"]
+    mlflow.log_table(t[cols], "selection.json")
+    name, col = _score_name(cfg), "selection_score"
+    if cfg.strategy in ("random", "full") and cfg.by in t.columns and pd.api.types.is_numeric_dtype(t[cfg.by]):
+        name, col = cfg.by, cfg.by  # baselines: show where they fall on the usual score
+    tracking.log_figure(plots.score_histogram(t[col], res.cut_value, f"{name} with the selection cut",
+                                              labels=t.get("label"), xlabel=name), "selection_cut.png")
+    columns = {name: col} if t[col].notna().any() else {}
+    if cfg.strategy == "combined":
+        columns.update({c: c for c in cfg.weights or {}})
+    for label, c in columns.items():
+        tracking.log_figure(plots.before_after_histogram(t[c], sel[c], f"{label}: all vs selected", xlabel=label),
+                            f"score_before_after.{label}.png")
+    if "output" in t.columns:
+        lengths, sel_lengths = t["output"].fillna("").str.len(), sel["output"].fillna("").str.len()
+        tracking.log_figure(plots.before_after_histogram(lengths, sel_lengths, "response length: all vs selected",
+                                                         xlabel="response length (characters)"),
+                            "length_before_after.png")
+        tracking.log_figure(plots.score_vs_length(t[col], lengths, t["selected"],
+                                                  f"{name} vs response length"), "score_vs_length.png")
+    if cfg.category_column in t.columns:
+        tracking.log_figure(plots.category_mix(t[cfg.category_column], sel[cfg.category_column],
+                                               f"{cfg.category_column} mix: all vs selected"), "category_mix.png")

@@ -1,0 +1,138 @@
+"""Run it as a service, with real servers on loopback: a Prefect API server + process worker running the
+deployments, and an MLflow tracking server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from servers import mlflow_server, prefect_server, prefect_worker, wait_flow_run
+
+ROOT = Path(__file__).resolve().parents[1]
+POOL = "test-pool"
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory):
+    """A Prefect server, both deployments on a process pool, and a worker; MLflow in a SQLite file."""
+    tmp = tmp_path_factory.mktemp("service")
+    with prefect_server(tmp / "prefect") as env:
+        env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}"}
+        grow = tmp / "incoming.jsonl"
+        for only, extra in (("curate-on-demand", []), ("scheduled-retrain", ["--cron", "*/30 * * * *",
+                                                                              "--data", str(grow)])):
+            subprocess.run([sys.executable, str(ROOT / "deployments" / "deploy.py"), "--pool", POOL, "--only", only,
+                            *extra], env={**os.environ, **env}, check=True, cwd=ROOT, capture_output=True)
+        with prefect_worker(POOL, env, tmp / "worker.log", ROOT):
+            yield {"api": env["PREFECT_API_URL"], "tmp": tmp, "env": env, "grow": grow}
+
+
+def _deployment(api: str, name: str) -> dict:
+    res = httpx.get(f"{api}/deployments/name/selectune-curate/{name}", timeout=10)
+    res.raise_for_status()
+    return res.json()
+
+
+def _trigger(api: str, deployment_id: str, parameters: dict) -> dict:
+    res = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters},
+                     timeout=10)
+    res.raise_for_status()
+    return wait_flow_run(api, res.json()["id"])
+
+
+def _mlflow_runs(uri: str, flow_run_id: str):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    exps = [e.experiment_id for e in client.search_experiments()]
+    (parent,) = client.search_runs(exps, filter_string=f"tags.`prefect.flow_run_id` = '{flow_run_id}'")
+    children = client.search_runs(exps, filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    return parent, {c.info.run_name: c for c in children}
+
+
+def test_dashboard_triggered_run_records_its_parameters(service, records, tiny_model) -> None:
+    api, tmp = service["api"], service["tmp"]
+    data = tmp / "on-demand.jsonl"
+    _write_jsonl(data, records.drop(columns="id").to_dict("records"))
+    dep = _deployment(api, "curate-on-demand")
+    assert dep["schedules"] == [] and dep["work_pool_name"] == POOL
+    props = dep["parameter_openapi_schema"]["properties"]
+    assert {"data", "selectit", "reflection", "selection", "tune", "run_dir", "experiment"} <= set(props)
+    params = {"data": {"input": str(data)}, "selectit": {"models": [tiny_model], "k": 3, "dtype": "float32"},
+              "selection": {"fraction": 0.5}, "tune": {"enabled": False}, "run_dir": str(tmp / "run-a"),
+              "experiment": "dashboard"}
+    run = _trigger(api, dep["id"], params)
+    assert run["state"]["type"] == "COMPLETED", (tmp / "worker.log").read_text()[-4000:]
+    parent, children = _mlflow_runs(service["env"]["MLFLOW_TRACKING_URI"], run["id"])
+    assert parent.data.params["selectit.k"] == "3" and parent.data.params["selection.fraction"] == "0.5"
+    assert parent.data.params["selectit.models"] == str([tiny_model])
+    assert parent.data.tags["prefect.deployment_id"] == dep["id"]
+    assert parent.data.metrics["records_selected"] == 3
+    assert set(children) == {"load", "selectit", "select"}
+    assert (tmp / "run-a" / "select" / "selected.parquet").is_file()
+
+
+def test_scheduled_retrain_scores_only_new_rows(service, records, tiny_model) -> None:
+    api, tmp, grow = service["api"], service["tmp"], service["grow"]
+    dep = _deployment(api, "scheduled-retrain")
+    (schedule,) = dep["schedules"]
+    assert schedule["schedule"]["cron"] == "*/30 * * * *"
+    assert dep["parameters"]["data"]["input"] == str(grow)
+    rows = records.drop(columns="id").to_dict("records")
+    override = {"selectit": {"models": [tiny_model], "dtype": "float32"}, "tune": {"enabled": False}}
+    uri = service["env"]["MLFLOW_TRACKING_URI"]
+    _write_jsonl(grow, rows[:4])
+    first = _trigger(api, dep["id"], override)
+    assert first["state"]["type"] == "COMPLETED", (tmp / "worker.log").read_text()[-4000:]
+    _write_jsonl(grow, rows)  # the dataset grew by two records
+    second = _trigger(api, dep["id"], override)
+    assert second["state"]["type"] == "COMPLETED", (tmp / "worker.log").read_text()[-4000:]
+    _, c1 = _mlflow_runs(uri, first["id"])
+    _, c2 = _mlflow_runs(uri, second["id"])
+    n_prompts = 5
+    assert c1["selectit"].data.metrics["ratings_computed"] == 4 * n_prompts
+    assert c2["selectit"].data.metrics["ratings_computed"] == 2 * n_prompts
+    assert c2["selectit"].data.metrics["cache_hits"] == 4 * n_prompts
+    assert c2["select"].data.metrics["records_in"] == 6
+
+
+def test_flow_against_mlflow_server(tmp_path, records, tiny_model, monkeypatch) -> None:
+    """The flow with an MLflow tracking server as the tracking URI (ephemeral Prefect in a subprocess)."""
+    data = tmp_path / "d.jsonl"
+    _write_jsonl(data, records.drop(columns="id").to_dict("records"))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(json.dumps({"experiment": "server", "run_dir": str(tmp_path / "run"),
+                                  "data": {"input": str(data)}, "selectit": {"models": [tiny_model],
+                                                                             "dtype": "float32"},
+                                  "selection": {"k": 2}, "tune": {"enabled": False}}))
+    with mlflow_server(tmp_path / "mlflow") as uri:
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+        env.pop("PREFECT_API_URL", None)
+        res = subprocess.run([str(Path(sys.executable).parent / "selectune"), "run", "--config", str(recipe)],
+                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-4000:]
+        out = res.stdout  # MLflow prints "View run ..." lines of its own before the summary
+        summary = json.loads(out[out.index("\n{") + 1: out.rindex("}") + 1])
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(uri)
+        parent = client.get_run(summary["mlflow_run_id"])
+        assert parent.data.metrics["records_selected"] == 2
+        assert summary["mlflow_run_url"].startswith(uri)
+        children = client.search_runs([parent.info.experiment_id],
+                                      filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+        select = next(c for c in children if c.info.run_name == "select")
+        assert {a.path for a in client.list_artifacts(select.info.run_id)} >= {"selection_cut.png"}
+    assert not (tmp_path / "mlruns").exists() and (tmp_path / "mlflow" / "artifacts").is_dir()
