@@ -197,6 +197,21 @@ class TuneConfig(_Config):
     trust_remote_code: bool = Field(False, description="Allow model repos to run their own code")
 
 
+class ScaleConfig(_Config):
+    """Sharded execution of per-record model work on a distributed engine."""
+
+    runner: Literal["local", "dask", "ray"] = Field("local", description="local: one process; dask: "
+                                                    "DaskTaskRunner; ray: RayTaskRunner")
+    address: str | None = Field(None, description="Scheduler address (tcp://host:8786 / ray://host:10001); "
+                                "default: start a local cluster on 127.0.0.1")
+    n_workers: int = Field(2, ge=1, description="Local cluster: worker processes")
+    threads_per_worker: int = Field(1, ge=1, description="Local Dask cluster: threads per worker")
+    shards: int | None = Field(None, ge=1, description="Number of shards (balanced by token count); default "
+                               "2 x workers")
+    gpus_per_shard: float = Field(0.0, ge=0, description="GPUs each shard needs (Dask worker resources / "
+                                  "Ray num_gpus)")
+
+
 class PipelineConfig(_Config):
     """A whole curation run: where it writes, how it is tracked, and each stage's config."""
 
@@ -208,6 +223,7 @@ class PipelineConfig(_Config):
     reflection: ReflectionConfig = Field(default_factory=ReflectionConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
+    scale: ScaleConfig = Field(default_factory=ScaleConfig)
 
 
 def load_config(path: str | Path | None) -> PipelineConfig:
