@@ -20,6 +20,7 @@ from selectune.config import (
     DataConfig,
     PipelineConfig,
     ReflectionConfig,
+    ScaleConfig,
     SelectionConfig,
     SelectITConfig,
     TuneConfig,
@@ -27,6 +28,7 @@ from selectune.config import (
 )
 from selectune.rundir import locked
 from selectune.settings import disable_telemetry
+from selectune.stages import StageResult
 from tasks.load import load_task
 from tasks.recycle import recycle_task
 from tasks.score import score_task
@@ -51,6 +53,7 @@ def curate(
     reflection: ReflectionConfig = ReflectionConfig(),  # noqa: B008
     selection: SelectionConfig = SelectionConfig(),  # noqa: B008
     tune: TuneConfig = TuneConfig(),  # noqa: B008
+    scale: ScaleConfig = ScaleConfig(),  # noqa: B008
     run_dir: str | None = None,
     experiment: str = "selectune",
 ) -> dict[str, Any]:
@@ -61,7 +64,15 @@ def curate(
     from selectune.pipeline import retrain_needed, subset_digest, top_part
 
     cfg = PipelineConfig(data=data, selectit=selectit, reflection=reflection, selection=selection, tune=tune,
-                         run_dir=run_dir, experiment=experiment)
+                         scale=scale, run_dir=run_dir, experiment=experiment)
+
+    def score(records: str, stage: str = "selectit") -> StageResult:
+        if scale.runner == "local":
+            return score_task(selectit, records, rd, pid, stage=stage)
+        from flows.sharded import score_stage_sharded  # Dask / Ray: one Prefect task per shard
+
+        return score_stage_sharded(selectit, scale, records, rd, pid, stage=stage)
+
     out = Path(run_dir or f"runs/{datetime.now():%Y%m%d-%H%M%S}-{flow_run.name or 'local'}").resolve()
     start = time.perf_counter()
     with locked(out):
@@ -75,13 +86,12 @@ def curate(
             records = loaded.outputs["records"]
             if reflection.enabled and reflection.order == "before_scoring":
                 stages.append(recycled := recycle_task(reflection, records, rd, pid))
-                records = recycled.outputs["recycled"]
-            stages.append(scored := score_task(selectit, records, rd, pid))
+                records = recycled.outputs["kept"]
+            stages.append(scored := score(records))
             if reflection.enabled and reflection.order == "after_scoring":
                 part = top_part(scored.outputs["scored"], reflection.top_fraction, out / "recycle-input.parquet")
                 stages.append(recycled := recycle_task(reflection, part, rd, pid))
-                stages.append(scored := score_task(selectit, recycled.outputs["recycled"], rd, pid,
-                                                   stage="selectit-recycled"))
+                stages.append(scored := score(recycled.outputs["kept"], stage="selectit-recycled"))
             stages.append(chosen := select_task(selection, scored.outputs["scored"], rd, pid))
             digest = subset_digest(chosen.outputs["selected"])
             mlflow.set_tag("selectune.selected_digest", digest)
@@ -124,4 +134,4 @@ def curate(
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     """Run the flow from a PipelineConfig (a YAML recipe)."""
     return curate(data=cfg.data, selectit=cfg.selectit, reflection=cfg.reflection, selection=cfg.selection,
-                  tune=cfg.tune, run_dir=cfg.run_dir, experiment=cfg.experiment)
+                  tune=cfg.tune, scale=cfg.scale, run_dir=cfg.run_dir, experiment=cfg.experiment)

@@ -197,6 +197,53 @@ class TuneConfig(_Config):
     trust_remote_code: bool = Field(False, description="Allow model repos to run their own code")
 
 
+class JudgeConfig(_Config):
+    """Self-J (arXiv 2409.00935): a judge trained without human labels. The model under evaluation samples
+    responses, rates them 0-9 against the gold reference, and the rating is recalibrated by the cosine to the
+    reference; a LoRA judge learns to predict the label with and without the reference (self-distillation)."""
+
+    enabled: bool = Field(False, description="Run the judge stage in the pipeline flow (after tuning)")
+    model: str | None = Field(None, description="Model under evaluation: alias, folder, adapter folder or "
+                              "models:/NAME/VERSION; default the tuned model of the tune stage")
+    base: str = Field("gemma-3-270m", description="Judge base model (LoRA-tuned into the judge); the tune "
+                      "stage's base by default")
+    template: Literal["auto", "alpaca", "chat"] = Field("auto", description="Prompt template around the judge "
+                                                        "prompt (auto as in tune)")
+    n_samples: int = Field(4, ge=1, description="Responses sampled per instruction from the model under evaluation")
+    temperature: float = Field(0.7, gt=0, description="Sampling temperature of those responses")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling of those responses")
+    max_new_tokens: int = Field(128, ge=1, description="Max tokens per sampled response")
+    seed: int = Field(0, description="Seed of sampling, of the held-out split and of training")
+    lambda_cos: float = Field(0.5, ge=0, le=1, description="Label = (1 - lambda) * self-eval + lambda * 9 * "
+                              "max(cosine, 0)")
+    embedder: str = Field("minilm-l6", description="Sentence embedder for the response-reference cosine")
+    alpha: float = Field(0.3, ge=0, description="Loss weight of the reference-free cross-entropy")
+    beta: float = Field(2.0, ge=0, description="Loss weight of KL(p_with-ref || p_ref-free) (self-distillation)")
+    lora_r: int = Field(8, ge=1, description="LoRA rank (official Self-J: 8)")
+    lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator (official: 16)")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
+    target_modules: list[str] | None = Field(None, description="Default: attention and MLP projections found")
+    max_length: int = Field(768, ge=64, description="Token limit per judge prompt (the answer's end is cut)")
+    epochs: float = Field(3.0, gt=0, description="Training epochs over the labelled pairs")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps")
+    save_steps: int = Field(50, ge=1, description="Checkpoint every N steps; a re-run resumes from the last one")
+    learning_rate: float = Field(3e-4, gt=0, description="Peak learning rate (official: 3e-4)")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Linear warmup fraction")
+    batch_size: int = Field(4, ge=1, description="Pairs per micro-batch (each pair = two prompts)")
+    grad_accum: int = Field(4, ge=1, description="Gradient accumulation steps")
+    eval_fraction: float = Field(0.2, gt=0, lt=1, description="Instructions held out (with all their samples) "
+                                 "for the correlation and coverage evaluation")
+    threshold: float = Field(5.0, ge=0, le=9, description="Selective instruction following: decline when the "
+                             "judge score is below this")
+    score_batch_size: int = Field(16, ge=1, description="Max prompts per scoring forward pass")
+    max_batch_tokens: int | None = Field(None, ge=64, description="Max padded tokens per scoring pass; default "
+                                         "4096 on CPU, 32768 on GPU")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="Inference dtype (training: float32 "
+                                                          "weights, mixed precision where supported)")
+    register_as: str | None = Field("selectune-judge", description="MLflow Model Registry name (None: skip)")
+    trust_remote_code: bool = Field(False, description="Allow model repos to run their own code")
+
+
 class ScaleConfig(_Config):
     """Sharded execution of per-record model work on a distributed engine."""
 
@@ -206,8 +253,8 @@ class ScaleConfig(_Config):
                                 "default: start a local cluster on 127.0.0.1")
     n_workers: int = Field(2, ge=1, description="Local cluster: worker processes")
     threads_per_worker: int = Field(1, ge=1, description="Local Dask cluster: threads per worker")
-    shards: int | None = Field(None, ge=1, description="Number of shards (balanced by token count); default "
-                               "2 x workers")
+    shards: int | None = Field(None, ge=1, description="Number of shards, balanced by record length in "
+                               "characters (a tokenizer-free token-count proxy); default 2 x workers")
     gpus_per_shard: float = Field(0.0, ge=0, description="GPUs each shard needs (Dask worker resources / "
                                   "Ray num_gpus)")
 
@@ -223,6 +270,7 @@ class PipelineConfig(_Config):
     reflection: ReflectionConfig = Field(default_factory=ReflectionConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
     scale: ScaleConfig = Field(default_factory=ScaleConfig)
 
 
