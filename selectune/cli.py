@@ -225,5 +225,16 @@ def compare_cmd(run_ids: Annotated[list[str] | None, typer.Argument(help="MLflow
     typer.echo(f"\nreport: {html_report(df, html, experiment or 'selectune runs')}")
 
 
+def _register_stage_commands() -> None:
+    """Stage commands live in selectune/commands/ (one module per stage); their imports stay lazy."""
+    from selectune.commands.reflect import reflect_cmd, score_ifd_cmd
+
+    app.command("reflect")(reflect_cmd)
+    score_app.command("ifd")(score_ifd_cmd)
+
+
+_register_stage_commands()
+
+
 def main() -> None:
     sys.exit(app())

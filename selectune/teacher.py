@@ -1,0 +1,335 @@
+"""Teacher backends for reflection recycling: chat messages in, text and token usage out.
+
+Every backend shares one disk cache (SQLite, committed after each finished call, so a killed run resumes
+without repeating finished calls) and one budget (``max_calls`` new calls, ``max_cost`` estimated USD).
+``complete`` never raises for a failed request: it returns a Completion with ``error`` set.
+
+hf backend determinism: each request samples with its own torch.Generator seeded from ``cfg.seed`` and the
+request's cache key, so its text does not depend on batch neighbours or order; greedy (temperature 0) does
+not sample at all. What can still differ between a batched and a lone run is float rounding from padding
+(left padding with masked positions), which can flip a near-tie between two tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from selectune.cache import cache_key
+from selectune.config import TeacherConfig
+
+Messages = list[dict[str, str]]
+Record = Callable[[str, "Completion"], None]
+CHARS_PER_TOKEN = 4  # rough count for API prompts (and replies without usage): ceil(characters / 4)
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str  # "" when error is set
+    prompt_tokens: int
+    completion_tokens: int
+    cached: bool  # served from the on-disk cache
+    error: str | None = None  # e.g. "budget: max_calls reached", "HTTP 500 after 6 retries: ..."
+    usage_estimated: bool = False  # the endpoint sent no usage: tokens counted as characters / 4
+
+
+@dataclass
+class Usage:
+    """Running totals of one teacher. ``calls`` are new (uncached) requests sent, each once however many
+    retries it took; ``skipped`` were stopped by the budget; ``cost`` is estimated from ``prices``."""
+
+    calls: int = 0
+    cached: int = 0
+    failed: int = 0
+    skipped: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated: int = 0
+    cost: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def approx_tokens(text: str) -> int:
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def price(prices: dict[str, float] | None, prompt_tokens: int, completion_tokens: int) -> float:
+    """USD for a call given ``prices`` {input, output} per 1M tokens (0 without prices)."""
+    if not prices:
+        return 0.0
+    return (prompt_tokens * prices.get("input", 0.0) + completion_tokens * prices.get("output", 0.0)) / 1e6
+
+
+class TeacherCache:
+    """key -> (text, usage); rows are committed one by one; errors are never stored."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, teacher TEXT NOT NULL, "
+                         "text TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, "
+                         "usage_estimated INTEGER NOT NULL)")
+        self._db.commit()
+        self._lock = threading.Lock()
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Completion]:
+        found: dict[str, Completion] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start:start + 500])
+                rows = self._db.execute("SELECT key, text, prompt_tokens, completion_tokens, usage_estimated FROM "
+                                        f"completions WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+                for key, text, p, c, est in rows:
+                    found[key] = Completion(text, p, c, True, None, bool(est))
+        return found
+
+    def put(self, key: str, teacher: str, c: Completion) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO completions VALUES (?, ?, ?, ?, ?, ?)",
+                             (key, teacher, c.text, c.prompt_tokens, c.completion_tokens, int(c.usage_estimated)))
+            self._db.commit()
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def check_requests(requests: Sequence[Messages]) -> None:
+    """Each request must be a non-empty list of {role, content} string dicts."""
+    for i, msgs in enumerate(requests):
+        if not isinstance(msgs, list) or not msgs:
+            raise ValueError(f"teacher request {i}: expected a non-empty list of chat messages, got {type(msgs)}")
+        for j, m in enumerate(msgs):
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+                raise ValueError(f"teacher request {i}, message {j}: expected {{'role': str, 'content': str}}")
+
+
+def teacher_id(cfg: TeacherConfig) -> str:
+    """Stable identity used in cache keys (never contains the API key)."""
+    if cfg.backend == "openai":
+        if not cfg.base_url:
+            raise ValueError("teacher backend 'openai' needs base_url (e.g. https://api.openai.com/v1)")
+        return f"openai:{cfg.base_url.rstrip('/')}|{cfg.model}"
+    from selectune.models import fingerprint
+
+    return f"hf:{fingerprint(cfg.model)}|{cfg.dtype}"
+
+
+def request_key(tid: str, messages: Messages, cfg: TeacherConfig) -> str:
+    blob = json.dumps(messages, sort_keys=True, ensure_ascii=False)
+    return cache_key(tid, blob, cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed)
+
+
+class Teacher:
+    """Cache, budget and usage bookkeeping; backends implement ``_generate``."""
+
+    id: str
+
+    def __init__(self, cfg: TeacherConfig, cache_path: Path | None) -> None:
+        if cfg.max_cost is not None and not cfg.prices:
+            raise ValueError("teacher.max_cost needs teacher.prices ({input: USD, output: USD} per 1M tokens)")
+        self.cfg = cfg
+        self.usage = Usage()
+        self.cache = TeacherCache(cache_path) if cache_path is not None else None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(id={self.id!r})"
+
+    def complete(self, requests: Sequence[Messages], progress: bool = True) -> list[Completion]:
+        """One Completion per request, in order; failures and budget stops are reported in ``error``."""
+        from tqdm.auto import tqdm
+
+        check_requests(requests)
+        keys = [request_key(self.id, msgs, self.cfg) for msgs in requests]
+        done: dict[str, Completion] = self.cache.get_many(sorted(set(keys))) if self.cache else {}
+        self.usage.cached += sum(k in done for k in keys)
+        todo: dict[str, Messages] = {}
+        for key, msgs in zip(keys, requests, strict=True):
+            if key not in done:
+                todo.setdefault(key, msgs)
+
+        def record(key: str, c: Completion) -> None:
+            with self._lock:
+                if c.error is None:
+                    self.usage.prompt_tokens += c.prompt_tokens
+                    self.usage.completion_tokens += c.completion_tokens
+                    self.usage.estimated += c.usage_estimated
+                    self.usage.cost += price(self.cfg.prices, c.prompt_tokens, c.completion_tokens)
+                    if self.cache is not None:
+                        self.cache.put(key, self.id, c)
+                elif c.error.startswith("budget:"):
+                    self.usage.skipped += 1
+                else:
+                    self.usage.failed += 1
+                done[key] = c
+
+        if todo:
+            with tqdm(total=len(todo), desc=f"teacher {self.cfg.model}", disable=not progress) as bar:
+                self._generate(list(todo.items()), record, bar)
+        return [done[k] for k in keys]
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
+
+    def _admit(self) -> str | None:
+        """Reserve one new call, or say which budget stops it."""
+        with self._lock:
+            if self.cfg.max_calls is not None and self.usage.calls >= self.cfg.max_calls:
+                return f"budget: max_calls {self.cfg.max_calls} reached"
+            if self.cfg.max_cost is not None and self.usage.cost >= self.cfg.max_cost:
+                return f"budget: max_cost ${self.cfg.max_cost:g} reached (spent ${self.usage.cost:.6g})"
+            self.usage.calls += 1
+            return None
+
+    def _generate(self, todo: list[tuple[str, Messages]], record: Record, bar: Any) -> None:
+        raise NotImplementedError
+
+
+class HFTeacher(Teacher):
+    """A local transformers chat model; batched, left-padded, length-sorted generation."""
+
+    def __init__(self, cfg: TeacherConfig, cache_path: Path | None) -> None:
+        self.id = teacher_id(cfg)
+        super().__init__(cfg, cache_path)
+        self._model: Any = None
+        self._tok: Any = None
+
+    def tokenizer(self) -> Any:
+        if self._tok is None:
+            from transformers import AutoTokenizer
+
+            from selectune.models import resolve
+
+            self._tok = AutoTokenizer.from_pretrained(resolve(self.cfg.model),
+                                                      trust_remote_code=self.cfg.trust_remote_code)
+        return self._tok
+
+    def prompt_ids(self, messages: Messages) -> list[int]:
+        """Token ids of the chat-templated prompt, ending with the assistant cue."""
+        tok = self.tokenizer()
+        if not getattr(tok, "chat_template", None):
+            raise ValueError(f"teacher model {self.cfg.model!r} has no chat template; use an instruct model")
+        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    def _load(self) -> Any:
+        if self._model is None:
+            from selectune.models import load_causal_lm
+            from selectune.settings import device, resolve_dtype
+
+            dev = device()
+            dtype = resolve_dtype(self.cfg.dtype, dev)
+            attn = "eager" if dtype == "bfloat16" and dev == "cpu" else None
+            self._model, self._tok = load_causal_lm(self.cfg.model, dtype, dev, self.cfg.trust_remote_code, attn)
+        return self._model
+
+    def _generate(self, todo: list[tuple[str, Messages]], record: Record, bar: Any) -> None:
+        import torch
+        from transformers import GenerationConfig
+
+        from selectune.inference import length_batches, pad_left
+
+        model = self._load()
+        tok = self.tokenizer()
+        ids = [self.prompt_ids(msgs) for _, msgs in todo]
+        eos = model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos if eos is not None else tok.eos_token_id])
+        pad = tok.pad_token_id if tok.pad_token_id is not None else min(eos_ids)
+        gen_cfg = GenerationConfig(max_new_tokens=self.cfg.max_new_tokens, do_sample=False,
+                                   eos_token_id=sorted(eos_ids), pad_token_id=pad)
+        dev = next(model.parameters()).device
+        for batch in length_batches([len(x) for x in ids], self.cfg.batch_size, 1 << 62):
+            rows = []
+            for i in batch:
+                reason = self._admit()
+                if reason:
+                    record(todo[i][0], Completion("", 0, 0, False, reason))
+                else:
+                    rows.append(i)
+            if rows:
+                input_ids, mask, _ = pad_left([ids[i] for i in rows], pad)
+                procs = None
+                if self.cfg.temperature > 0:
+                    # the cache key already hashes cfg.seed with the request
+                    gens = [torch.Generator().manual_seed(int(todo[i][0][:15], 16)) for i in rows]
+                    procs = [RowSampler(gens, self.cfg.temperature, self.cfg.top_p)]
+                with torch.inference_mode():
+                    out = model.generate(input_ids=input_ids.to(dev), attention_mask=mask.to(dev),
+                                         generation_config=gen_cfg, logits_processor=procs)
+                for row, i in enumerate(rows):
+                    new = out[row, input_ids.shape[1]:].tolist()
+                    n = next((j + 1 for j, t in enumerate(new) if t in eos_ids), len(new))
+                    text = tok.decode(new[:n], skip_special_tokens=True)
+                    record(todo[i][0], Completion(text, len(ids[i]), n, False))
+            bar.update(len(batch))
+
+
+class RowSampler:
+    """Logits processor that samples each row with its own generator (temperature, then top-p) and leaves
+    only the drawn token, so greedy decoding emits it: a row's draws never depend on its batch neighbours."""
+
+    def __init__(self, generators: list[Any], temperature: float, top_p: float) -> None:
+        self.generators, self.temperature, self.top_p = generators, temperature, top_p
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1:
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            drop = sorted_p.cumsum(-1) - sorted_p >= self.top_p  # keep the smallest prefix reaching top_p
+            probs = probs.scatter(-1, order, sorted_p.masked_fill(drop, 0.0))
+        out = torch.full_like(scores, float("-inf"))
+        for row, gen in enumerate(self.generators):
+            pick = torch.multinomial(probs[row].cpu(), 1, generator=gen).item()
+            out[row, pick] = 0.0
+        return out
+
+
+def make_teacher(cfg: TeacherConfig, cache_path: Path | None) -> Teacher:
+    """The configured backend; ``cache_path`` None disables the disk cache. Raises on configuration errors."""
+    if cfg.backend == "openai":
+        from selectune.teacher_openai import OpenAITeacher
+
+        return OpenAITeacher(cfg, cache_path)
+    return HFTeacher(cfg, cache_path)
+
+
+def estimate(requests: Sequence[Messages], cfg: TeacherConfig, cache_path: Path | None = None) -> dict[str, Any]:
+    """Dry run: new calls, their prompt tokens (hf: the model's tokenizer and chat template; openai: characters
+    of all message contents / 4, rounded up per request), max completion tokens (max_new_tokens per call) and
+    the cost bound from ``prices``. Requests already in the cache are listed (``cached_indices``), not counted."""
+    check_requests(requests)
+    tid = teacher_id(cfg)
+    keys = [request_key(tid, msgs, cfg) for msgs in requests]
+    hits = {}
+    if cache_path is not None and Path(cache_path).is_file():
+        cache = TeacherCache(cache_path)
+        hits = cache.get_many(sorted(set(keys)))
+        cache.close()
+    new: dict[str, Messages] = {}
+    for key, msgs in zip(keys, requests, strict=True):
+        if key not in hits:
+            new.setdefault(key, msgs)
+    if cfg.backend == "hf":
+        counter = HFTeacher(cfg, None)
+        prompt_tokens = sum(len(counter.prompt_ids(m)) for m in new.values())
+    else:
+        prompt_tokens = sum(approx_tokens("".join(x["content"] for x in m)) for m in new.values())
+    max_completion = len(new) * cfg.max_new_tokens
+    return {"requests": len(requests), "calls": len(new), "cached": sum(k in hits for k in keys),
+            "cached_indices": [i for i, k in enumerate(keys) if k in hits], "prompt_tokens": prompt_tokens,
+            "max_completion_tokens": max_completion, "cost": price(cfg.prices, prompt_tokens, max_completion),
+            "token_count": "tokenizer" if cfg.backend == "hf" else f"characters/{CHARS_PER_TOKEN}"}

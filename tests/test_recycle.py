@@ -1,0 +1,261 @@
+"""The recycling stage end to end: a local tiny teacher, a scripted OpenAI-compatible server, budget stops,
+MLflow logging and the CLI commands."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from openai_server import FakeOpenAI
+from typer.testing import CliRunner
+
+from selectune.config import IFDConfig, ReflectionConfig
+from selectune.data import record_id
+from selectune.reflection import VARIANTS, gate, response_messages
+
+Q0, Q3 = "What is the capital of France?", "Write a python function that returns the sum of a list."
+Q0S, Q2S, Q3S = ("Explain why Paris became the capital of France.",
+                 "Translate 'good evening, friends' into French and explain the greeting.",
+                 "Write a python function that returns the sum of the squares of a list.")
+CODE = "```python\ndef sq(xs):\n    return sum(x * x for x in xs)\n```"
+# instruction -> {prompt kind: reply}; anything else gets "reply: <prompt>" (no markers)
+SCRIPT = {
+    Q0: {"instruction": f"The instruction is trivial.\n**[New Instruction]** {Q0S} **[End]**\n**[New Answer]** "
+                        "Paris grew around the royal court of the Capetian kings. **[End]**",
+         "response": "Too short.\n[Better Answer] Paris is the capital and largest city of France. [End]"},
+    Q0S: {"response": "[Better Answer] The Capetian kings made Paris their seat, and it stayed the capital. [End]"},
+    "Add two and three.": {"instruction": "This instruction is fine as it is.",
+                           "response": "[Better Answer] 2 + 3 = 5: start at two and count three more. [End]"},
+    "Translate to French": {"instruction": f"[New Instruction] {Q2S} [End]\n[New Answer] Bonsoir, les amis. [End]"},
+    Q2S: {"response": "I cannot improve this answer."},
+    Q3: {"instruction": f"### [New Instruction]\n{Q3S}\n### [End]\n### [New Answer]\n{CODE}\n",
+         "response": "[Better Answer]\n```python\ndef total(xs):\n    return sum(xs)\n```\nIt adds them. [End]"},
+    Q3S: {"response": "[Better Answer] def sq(xs): return sum(x * x for x in xs) [End]"},
+    "List three colors.": {"instruction": "[New Instruction] List three primary colors. [End] [New Answer] [End]"},
+}
+
+
+def scripted(prompt: str) -> str:
+    instruction = prompt.split("[Instruction]\n", 1)[1].split("\n\n[", 1)[0]
+    kind = "instruction" if "[New Instruction] <the new instruction> [End]" in prompt else "response"
+    return SCRIPT.get(instruction, {}).get(kind, f"reply: {prompt}")
+
+
+def extract(reply: str, marker: str) -> str:
+    return reply.split(marker, 1)[1].split("[End]", 1)[0].strip(" *\n#")
+
+
+def expected_variants(records: pd.DataFrame) -> dict[int, dict[str, tuple[str, str, str]]]:
+    """What the script should produce for the first five records, written out by hand."""
+    r = [tuple(x) for x in records[["instruction", "input", "output"]].itertuples(index=False)]
+    a0 = extract(SCRIPT[Q0]["instruction"], "[New Answer]**")
+    return {
+        0: {"ori": r[0], "q": (Q0S, "", a0), "a": (Q0, "", "Paris is the capital and largest city of France."),
+            "qa": (Q0S, "", "The Capetian kings made Paris their seat, and it stayed the capital.")},
+        1: {"ori": r[1], "a": (r[1][0], "", "2 + 3 = 5: start at two and count three more.")},
+        2: {"ori": r[2], "q": (Q2S, "", "Bonsoir, les amis.")},
+        3: {"ori": r[3], "q": (Q3S, "", CODE), "a": (Q3, "", "```python\ndef total(xs):\n    return sum(xs)\n```\n"
+                                                             "It adds them."),
+            "qa": (Q3S, "", "def sq(xs): return sum(x * x for x in xs)")},
+        4: {"ori": r[4]},
+    }
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, records: pd.DataFrame) -> Path:
+    """A fresh SELECTUNE_HOME (own teacher cache), an API key, and the records as Parquet."""
+    monkeypatch.setenv("SELECTUNE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-secret")
+    records.assign(category=["geo", "math", "lang", "code", "list", "code"]).to_parquet(tmp_path / "records.parquet")
+    return tmp_path / "records.parquet"
+
+
+def openai_cfg(url: str, student: str, **teacher: object) -> ReflectionConfig:
+    return ReflectionConfig.model_validate({
+        "limit": 5, "student": {"model": student, "dtype": "float32"},
+        "teacher": {"backend": "openai", "model": "m", "base_url": url, "temperature": 0, "max_retries": 0,
+                    "concurrency": 4, **teacher}})
+
+
+def test_recycle_stage_scripted_server(env: Path, tiny_model: str, records: pd.DataFrame, mlflow_store: str) -> None:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from selectune import tracking
+    from selectune.ifd import ifd_scores
+    from selectune.recycle import recycle_stage
+
+    failing = [response_messages(*records.iloc[i][["instruction", "input", "output"]])[1]["content"] for i in (2, 4)]
+    with FakeOpenAI({"faults": [{"kind": "500", "match": p} for p in failing]}, reply=scripted) as srv:
+        cfg = openai_cfg(srv.url, tiny_model)
+        tracking.setup("recycle-test")
+        with mlflow.start_run() as parent:
+            res = recycle_stage(cfg, str(env), env.parent / "run", parent.info.run_id)
+        again = recycle_stage(cfg, str(env), env.parent / "run")
+        fresh = recycle_stage(cfg, str(env), env.parent / "run2")  # same teacher cache, new stage folder
+    assert again.skipped and not res.skipped
+    out = pd.read_parquet(res.outputs["recycled"])
+    assert out["source_id"].tolist() == records["id"].tolist()  # nothing lost, order kept
+    assert out["category"].tolist() == ["geo", "math", "lang", "code", "list", "code"]
+    assert out["label"].tolist() == records["label"].tolist()
+
+    # the student numbers, computed one record at a time, and the decisions they imply
+    student = IFDConfig(model=tiny_model, dtype="float32")
+    for i, variants in expected_variants(records).items():
+        frame = pd.DataFrame(list(variants.values()), columns=["instruction", "input", "output"])
+        stats = ifd_scores(frame, student, progress=False)
+        mine = {v: (stats["ifd"].iloc[k], stats["rifd"].iloc[k]) for k, v in enumerate(variants)}
+        row = out.iloc[i]
+        for v in VARIANTS:
+            got = (row[f"ifd.{v}"], row[f"rifd.{v}"])
+            if v in mine:
+                assert got == pytest.approx(mine[v], rel=1e-4), (i, v)
+            else:
+                assert math.isnan(got[0]) and math.isnan(got[1]), (i, v)
+        d = gate(mine, cfg)
+        assert (row["variant"], row["decision"]) == (d.variant, "kept" if d.kept else "dropped"), (i, row["reason"])
+        assert (row["instruction"], row["input"], row["output"]) == variants[d.variant]
+        assert row["id"] == record_id(*variants[d.variant])
+    # the fixture student's numbers give a reflected and an original choice, kept and dropped rows
+    assert "q" in out["variant"].tolist() and {"kept", "dropped"} <= set(out["decision"][:5])
+    assert "q unavailable (instruction reflection: no [New Instruction] marker)" in out["reason"][1]
+    assert out["reason"][4].startswith("q unavailable (instruction reflection: empty answer): original instruction "
+                                       "kept; a unavailable (response reflection: teacher error: HTTP 500")
+    last = out.iloc[5]
+    assert (last["variant"], last["decision"], last["reason"], last["id"]) == ("ori", "kept", "not recycled (limit)",
+                                                                               records["id"][5])
+
+    lines = [json.loads(x) for x in Path(res.outputs["reflections"]).read_text().splitlines()]
+    assert [(e["kind"], e["ok"]) for e in lines if e["source_id"] == records["id"][0]] == [
+        ("instruction", True), ("response_ori", True), ("response_q", True)]
+    assert sorted(e["parse"] or e["error"][:8] for e in lines if not e["ok"]) == [
+        "HTTP 500", "HTTP 500", "empty answer", "no [Better Answer] marker", "no [New Instruction] marker"]
+    assert lines[0]["text"] == SCRIPT[Q0]["instruction"]
+    m = res.metrics
+    assert len(lines) == m["teacher.calls"] == 13 and m["teacher.failed"] == 2 and m["teacher.cached"] == 0
+    assert (m["records_in"], m["records_recycled"], m["passthrough.limit"], m["passthrough.budget"]) == (6, 5, 1, 0)
+    assert m["records_out"] == (out["decision"] == "kept").sum()
+    assert sum(m[f"branch.{v}.{d}"] for v in VARIANTS for d in ("kept", "dropped")) == 5
+    assert m["parse_fail_rate.instruction"] == 0.4 and m["parse_fail_rate.response"] == round(1 / 6, 4)
+    assert m["teacher.tokens"] == m["teacher.prompt_tokens"] + m["teacher.completion_tokens"] > 0
+    kept = pd.read_parquet(res.outputs["kept"])
+    assert kept["id"].tolist() == out.loc[out["decision"] == "kept", "id"].tolist()
+    assert (fresh.metrics["teacher.calls"], fresh.metrics["teacher.cached"]) == (2, 11)  # errors are not cached
+
+    client = MlflowClient()
+    run = client.get_run(res.mlflow_run_id)
+    assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert run.data.metrics["teacher.calls"] == 13 and run.data.metrics["records_in"] == 6
+    assert run.data.metrics["branch.ori.kept"] == m["branch.ori.kept"]
+    assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["recycled"]
+    assert {"recycle_ifd_hist.png", "recycle_rifd_hist.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_budget_stop_keeps_unreached_records(env: Path, tiny_model: str, records: pd.DataFrame,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from selectune import recycle as rc
+
+    def always(prompt: str) -> str:  # every reply parses, and every record gets its own reflected instruction
+        q = prompt.split("[Instruction]\n", 1)[1].split("\n\n[", 1)[0]
+        if "[New Instruction] <the new instruction> [End]" in prompt:
+            return f"[New Instruction] Say more about: {q} [End] [New Answer] More. [End]"
+        return f"[Better Answer] A better answer to: {q} [End]"
+
+    monkeypatch.setattr(rc, "CHUNK", 2)
+    with FakeOpenAI(reply=always) as srv:
+        cfg = openai_cfg(srv.url, tiny_model, max_calls=6).model_copy(update={"limit": None})
+        res = rc.recycle(pd.read_parquet(env), cfg, progress=False)
+    out, m = res.recycled, res.metrics
+    assert len(out) == 6 and out["source_id"].tolist() == records["id"].tolist()
+    # first chunk: 2 records x (2 + 1) calls = the whole budget; the next chunk is refused, then the loop stops
+    assert (m["teacher.calls"], m["teacher.skipped"], m["passthrough.budget"], m["records_recycled"]) == (6, 4, 4, 2)
+    rest = out.iloc[2:]
+    assert (rest["reason"] == "teacher budget exhausted").all() and (rest["variant"] == "ori").all()
+    assert (rest["decision"] == "kept").all() and rest["id"].tolist() == records["id"][2:].tolist()
+    assert rest["instruction"].tolist() == records["instruction"][2:].tolist()
+    assert out.iloc[:2]["ifd.qa"].notna().all() and rest["ifd.ori"].isna().all()
+    assert [e["error"][:7] for e in res.reflections if e["error"]] == ["budget:"] * 4
+
+
+def test_local_hf_teacher(env: Path, tiny_model: str, records: pd.DataFrame) -> None:
+    """A random tiny model writes no markers: every reflection fails to parse and the originals are gated."""
+    from selectune.ifd import ifd_scores
+    from selectune.recycle import recycle
+
+    cfg = ReflectionConfig.model_validate({
+        "limit": 3, "student": {"model": tiny_model, "dtype": "float32"},
+        "teacher": {"model": tiny_model, "temperature": 0, "max_new_tokens": 4, "dtype": "float32"}})
+    res = recycle(pd.read_parquet(env), cfg, progress=False)
+    out = res.recycled
+    assert [(e["kind"], e["ok"], e["parse"]) for e in res.reflections[:2]] == [
+        ("instruction", False, "no [New Instruction] marker"), ("response_ori", False, "no [Better Answer] marker")]
+    assert len(res.reflections) == 6 and all(e["completion_tokens"] <= 4 for e in res.reflections)
+    assert (out["variant"] == "ori").all() and out["id"].tolist() == records["id"].tolist()
+    assert out["reason"][:3].str.startswith("q unavailable (instruction reflection: no [New Instruction]").all()
+    direct = ifd_scores(records.head(3), cfg.student, progress=False)
+    assert out["ifd.ori"][:3].tolist() == pytest.approx(direct["ifd"].tolist(), rel=1e-4)
+    assert out["rifd.ori"][:3].tolist() == pytest.approx(direct["rifd"].tolist(), rel=1e-4)
+    assert out[["ifd.q", "ifd.a", "ifd.qa"]].isna().all().all()
+    assert res.metrics["parse_fail_rate.instruction"] == res.metrics["parse_fail_rate.response"] == 1.0
+    assert res.metrics["teacher.calls"] == 6
+
+
+def _cli():
+    import typer
+
+    from selectune.commands.reflect import reflect_cmd, score_ifd_cmd
+
+    app = typer.Typer()
+    app.command("reflect")(reflect_cmd)
+    app.command("ifd")(score_ifd_cmd)
+    return app
+
+
+def test_cli_reflect_and_score_ifd(env: Path, tiny_model: str, records: pd.DataFrame) -> None:
+    from selectune.ifd import ifd_scores
+
+    data = env.parent / "in.json"
+    data.write_text(records[["instruction", "input", "output"]].head(3).to_json(orient="records"))
+    runner, app = CliRunner(), _cli()
+    base = ["reflect", "-i", str(data), "--student", tiny_model, "--teacher", "openai:m"]
+    r = runner.invoke(app, [*base, "-o", "x.parquet"])
+    assert r.exit_code == 2 and "needs --base-url" in r.output
+    r = runner.invoke(app, [*base, "--base-url", "http://127.0.0.1:9/v1", "--dry-run", "--prices", "1,2",
+                            "--max-new-tokens", "10", "-o", "x.parquet"])
+    assert r.exit_code == 0, r.output
+    est = json.loads(r.output)
+    assert (est["records"], est["requests"], est["calls"], est["max_completion_tokens"]) == (3, 9, 9, 90)
+    assert est["cost"] == pytest.approx((est["prompt_tokens"] * 1 + 90 * 2) / 1e6)
+    with FakeOpenAI(reply=scripted) as srv:
+        r = runner.invoke(app, [*base, "--base-url", srv.url, "--temperature", "0", "--dtype", "float32",
+                                "-o", str(env.parent / "out" / "rec.parquet")])
+    assert r.exit_code == 0, r.output
+    assert "recycled 3 of 3 records" in r.output and "teacher: 8 calls" in r.output
+    assert len(pd.read_parquet(env.parent / "out" / "rec.parquet")) == 3
+    assert len((env.parent / "out" / "rec.reflections.jsonl").read_text().splitlines()) == 8
+    r = runner.invoke(app, ["reflect", "-i", str(env.parent / "missing.json"), "-o", "x.parquet"])
+    assert r.exit_code == 2 and "no such file" in r.output
+
+    r = runner.invoke(app, ["ifd", "-i", str(data), "-m", tiny_model, "--dtype", "float32",
+                            "-o", str(env.parent / "ifd.parquet")])
+    assert r.exit_code == 0, r.output
+    table = pd.read_parquet(env.parent / "ifd.parquet")
+    direct = ifd_scores(records.head(3), IFDConfig(model=tiny_model, dtype="float32"), progress=False)
+    assert table["ifd"].tolist() == pytest.approx(direct["ifd"].tolist(), rel=1e-5)
+    assert table["id"].tolist() == records["id"][:3].tolist()
+
+
+def test_empty_input_and_bad_records(env: Path) -> None:
+    from selectune.recycle import recycle
+
+    df = pd.read_parquet(env)
+    res = recycle(df.head(0), ReflectionConfig(), progress=False)  # no teacher, no student loaded
+    assert len(res.recycled) == 0 and {"source_id", "variant", "decision", "ifd.qa"} <= set(res.recycled.columns)
+    assert res.metrics["records_in"] == res.metrics["records_out"] == 0
+    with pytest.raises(ValueError, match="duplicate record ids"):
+        recycle(pd.concat([df, df.head(1)]), ReflectionConfig(), progress=False)
+    with pytest.raises(ValueError, match="no 'output' column"):
+        recycle(df.drop(columns="output"), ReflectionConfig(), progress=False)
