@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from servers import mlflow_server, prefect_server, prefect_worker, wait_flow_run
 
 ROOT = Path(__file__).resolve().parents[1]
