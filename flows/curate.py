@@ -18,6 +18,7 @@ from prefect.runtime import deployment, flow_run
 from selectune import tracking
 from selectune.config import (
     DataConfig,
+    JudgeConfig,
     PipelineConfig,
     ReflectionConfig,
     ScaleConfig,
@@ -29,6 +30,7 @@ from selectune.config import (
 from selectune.rundir import locked
 from selectune.settings import disable_telemetry
 from selectune.stages import StageResult
+from tasks.judge import judge_task
 from tasks.load import load_task
 from tasks.recycle import recycle_task
 from tasks.score import score_task
@@ -53,6 +55,7 @@ def curate(
     reflection: ReflectionConfig = ReflectionConfig(),  # noqa: B008
     selection: SelectionConfig = SelectionConfig(),  # noqa: B008
     tune: TuneConfig = TuneConfig(),  # noqa: B008
+    judge: JudgeConfig = JudgeConfig(),  # noqa: B008
     scale: ScaleConfig = ScaleConfig(),  # noqa: B008
     run_dir: str | None = None,
     experiment: str = "selectune",
@@ -64,7 +67,7 @@ def curate(
     from selectune.pipeline import retrain_needed, subset_digest, top_part
 
     cfg = PipelineConfig(data=data, selectit=selectit, reflection=reflection, selection=selection, tune=tune,
-                         scale=scale, run_dir=run_dir, experiment=experiment)
+                         judge=judge, scale=scale, run_dir=run_dir, experiment=experiment)
 
     def score(records: str, stage: str = "selectit") -> StageResult:
         if scale.runner == "local":
@@ -110,19 +113,30 @@ def curate(
                 for key in ("calls", "cost", "tokens"):
                     if f"teacher.{key}" in stage.metrics:
                         metrics[f"teacher.{key}"] = metrics.get(f"teacher.{key}", 0) + stage.metrics[f"teacher.{key}"]
+            under_eval = judge.model
             if tune.enabled:
                 reason = retrain_needed(tune.register_as, digest)
                 if reason is None:
                     summary["tune"] = "no change: the selected subset equals the latest registered model's"
                     mlflow.set_tag("selectune.tune", "no change")
+                    under_eval = under_eval or f"models:/{tune.register_as}/latest"
                     print(summary["tune"])
                 else:
                     stages.append(tuned := tune_task(tune, chosen.outputs["selected"], rd, pid, digest))
                     summary.update({k: v for k, v in tuned.metrics.items() if k.startswith("eval.")})
                     metrics.update({k: v for k, v in tuned.metrics.items() if k.startswith("eval.")})
+                    under_eval = under_eval or tuned.outputs["adapter"]
                     if uri := tuned.outputs.get("model_uri"):
                         summary["model_uri"] = uri
                         mlflow.set_tag("selectune.model_uri", uri)
+            if judge.enabled:
+                stages.append(judged := judge_task(judge, tune.heldout or chosen.outputs["selected"], rd, pid,
+                                                   under_eval))
+                for key in ("judge.pearson", "judge.spearman", "judge.mean_score", "judge.coverage_auc"):
+                    if key in judged.metrics:
+                        metrics[key] = summary[key] = judged.metrics[key]
+                if uri := judged.outputs.get("model_uri"):
+                    summary["judge_uri"] = uri
             summary["skipped_stages"] = ",".join(s.stage for s in stages if s.skipped)
             metrics["seconds"] = round(time.perf_counter() - start, 3)
             mlflow.log_metrics(metrics)
@@ -134,4 +148,4 @@ def curate(
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     """Run the flow from a PipelineConfig (a YAML recipe)."""
     return curate(data=cfg.data, selectit=cfg.selectit, reflection=cfg.reflection, selection=cfg.selection,
-                  tune=cfg.tune, scale=cfg.scale, run_dir=cfg.run_dir, experiment=cfg.experiment)
+                  tune=cfg.tune, judge=cfg.judge, scale=cfg.scale, run_dir=cfg.run_dir, experiment=cfg.experiment)

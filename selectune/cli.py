@@ -227,10 +227,15 @@ def compare_cmd(run_ids: Annotated[list[str] | None, typer.Argument(help="MLflow
 
 def _register_stage_commands() -> None:
     """Stage commands live in selectune/commands/ (one module per stage); their imports stay lazy."""
+    from selectune.commands.judge import answer_cmd, judge_app
     from selectune.commands.reflect import reflect_cmd, score_ifd_cmd
+    from selectune.commands.tune import tune_cmd
 
     app.command("reflect")(reflect_cmd)
     score_app.command("ifd")(score_ifd_cmd)
+    app.command("tune")(tune_cmd)
+    app.add_typer(judge_app, name="judge")
+    app.command("answer")(answer_cmd)
 
 
 _register_stage_commands()

@@ -235,11 +235,12 @@ class JudgeConfig(_Config):
                                  "for the correlation and coverage evaluation")
     threshold: float = Field(5.0, ge=0, le=9, description="Selective instruction following: decline when the "
                              "judge score is below this")
-    score_batch_size: int = Field(16, ge=1, description="Max prompts per scoring forward pass")
+    score_batch_size: int = Field(16, ge=1, description="Max prompts per forward pass (scoring) or generate() "
+                                  "call (sampling)")
     max_batch_tokens: int | None = Field(None, ge=64, description="Max padded tokens per scoring pass; default "
                                          "4096 on CPU, 32768 on GPU")
-    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="Inference dtype (training: float32 "
-                                                          "weights, mixed precision where supported)")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="Inference and frozen-base dtype; "
+                                                          "auto = bfloat16 where supported (LoRA stays float32)")
     register_as: str | None = Field("selectune-judge", description="MLflow Model Registry name (None: skip)")
     trust_remote_code: bool = Field(False, description="Allow model repos to run their own code")
 

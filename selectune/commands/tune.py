@@ -1,0 +1,95 @@
+"""`selectune tune` (registered in selectune.cli as ``app.command("tune")(tune_cmd)``): train, evaluate, track
+and register; and :func:`main`, the bare training entry behind ``python -m selectune.sft`` (torchrun-safe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from selectune.config import PipelineConfig, TuneConfig
+
+
+def load_tune_config(path: str | Path | None) -> TuneConfig:
+    """A pipeline recipe's ``tune:`` section, or a file holding TuneConfig fields alone."""
+    import yaml
+
+    if path is None:
+        return TuneConfig()
+    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    return PipelineConfig.model_validate(raw).tune if "tune" in raw else TuneConfig.model_validate(raw)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m selectune.sft``: train and save the adapter (no MLflow); under torchrun / accelerate launch
+    every process runs this and rank 0 writes and prints."""
+    from selectune.sft import train
+
+    ap = argparse.ArgumentParser(prog="python -m selectune.sft", description="LoRA instruction tuning")
+    ap.add_argument("--data", required=True, help="Selected records (Parquet or any supported data format)")
+    ap.add_argument("--output", required=True, help="Output folder: adapter/, checkpoints/ [, merged/]")
+    ap.add_argument("--base", default=None, help="Base model alias/folder/hub id (default: the config's)")
+    ap.add_argument("--config", default=None, help="YAML: a pipeline recipe (its tune: section) or TuneConfig")
+    ap.add_argument("--max-steps", type=int, default=None, help="Stop after N optimizer steps")
+    a = ap.parse_args(argv)
+    overrides = {k: v for k, v in {"base": a.base, "max_steps": a.max_steps}.items() if v is not None}
+    cfg = TuneConfig.model_validate({**load_tune_config(a.config).model_dump(), **overrides})
+    res = train(cfg, a.data, a.output)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({"adapter": str(res.adapter_dir), **res.metrics}, indent=2))
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(2)
+
+
+def tune_cmd(
+    data: Annotated[str, typer.Option("--data", "-d", help="Selected records (Parquet or any supported format)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Run folder; the stage writes OUTPUT/tune/")],
+    base: Annotated[str | None, typer.Option(help="Base model alias/folder/hub id (default: the config's, "
+                                             "gemma-3-270m)")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML: a pipeline recipe (its tune: section) or "
+                                                "TuneConfig fields")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps")] = None,
+    register_as: Annotated[str | None, typer.Option(help="Model Registry name (default: the config's; '' "
+                                                    "skips registration)")] = None,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment")] = "selectune",
+) -> None:
+    """Train a LoRA adapter, evaluate base vs tuned, log to MLflow and register the model.
+
+    Re-running with the same --output resumes from the last checkpoint."""
+    import yaml
+    from pydantic import ValidationError
+
+    from selectune.settings import disable_telemetry
+
+    disable_telemetry()
+    try:
+        cfg = load_tune_config(config)
+        overrides = {"base": base, "max_steps": max_steps, "register_as": register_as}
+        cfg = TuneConfig.model_validate({**cfg.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
+    except (ValidationError, OSError, yaml.YAMLError) as err:
+        _fail(f"{config}: {err}")
+    if not Path(data).exists():
+        _fail(f"--data {data}: no such file or folder")
+    if cfg.register_as == "":
+        cfg.register_as = None
+    import mlflow
+
+    from selectune import tracking
+    from selectune.tune_stage import tune_stage
+
+    tracking.setup(experiment)
+    output.mkdir(parents=True, exist_ok=True)
+    with mlflow.start_run(run_name=f"tune-{output.resolve().name}", tags={"selectune.run_dir": str(output)}) as run:
+        try:
+            res = tune_stage(cfg, data, output, run.info.run_id)
+        except (ValueError, OSError) as err:
+            _fail(str(err))
+    typer.echo(json.dumps({"mlflow_run_id": run.info.run_id, **res.outputs, **res.metrics}, indent=2))

@@ -1,0 +1,102 @@
+"""After tuning: held-out loss and perplexity of the reference responses (response tokens only, the training
+masking) for the base and the tuned model, and a table of greedy generations for a fixed prompt set."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from selectune.sft import Collator, Example, encode_frame, prompt_ids
+
+
+def response_loss(model: Any, examples: Sequence[Example], pad_id: int, batch_size: int = 8,
+                  max_batch_tokens: int = 4096) -> tuple[float, int]:
+    """Token-weighted mean negative log-likelihood of the labelled (response) tokens, and their count.
+
+    Batches are length-sorted; logits start at the earliest response position of each batch (the collator's
+    ``logits_to_keep``), as in training.
+    """
+    import torch
+
+    from selectune.inference import length_batches
+
+    device = next(model.parameters()).device
+    collate = Collator(pad_id)
+    total, count = 0.0, 0
+    for batch in length_batches([len(e.input_ids) for e in examples], batch_size, max_batch_tokens):
+        enc = collate([{"input_ids": examples[i].input_ids, "labels": examples[i].labels} for i in batch])
+        keep, targets = enc.pop("logits_to_keep", 0), enc.pop("labels")[:, 1:].to(device)
+        with torch.inference_mode():
+            logits = model(**{k: v.to(device) for k, v in enc.items()}, logits_to_keep=keep).logits[:, :-1]
+        total += torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-100,
+                                                   reduction="sum").item()
+        count += int((targets != -100).sum())
+    if not count:
+        raise ValueError("no response tokens to evaluate")
+    return total / count, count
+
+
+def generate(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+             batch_size: int = 8) -> list[str]:
+    """Greedy continuations of tokenized prompts (left-padded batches), special tokens stripped."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from selectune.inference import pad_left
+
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out: list[str] = []
+    for start in tqdm(range(0, len(prompts), batch_size), desc="generate", leave=False):
+        ids, mask, _ = pad_left(prompts[start:start + batch_size], pad_id)
+        with torch.inference_mode():
+            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
+                                 max_new_tokens=max_new_tokens, pad_token_id=pad_id, top_p=None, top_k=None,
+                                 use_cache=True)  # training switched the config default off
+        out += tokenizer.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
+    return [t.strip() for t in out]
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    table: pd.DataFrame  # instruction, reference, base, tuned
+
+
+def evaluate(model: Any, tokenizer: Any, heldout: pd.DataFrame, template: str, max_length: int, n_prompts: int,
+             max_new_tokens: int, out_dir: str | Path | None = None) -> EvalResult:
+    """Base (adapter disabled) vs tuned: response loss/perplexity on ``heldout`` and greedy generations for its
+    first ``n_prompts`` records; writes ``metrics.json`` and ``generations.jsonl`` to ``out_dir``."""
+    if not hasattr(model, "disable_adapter"):
+        raise TypeError(f"evaluate needs a peft model (base = adapter disabled), got {type(model).__name__}")
+    model.eval()
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    examples = encode_frame(heldout, tokenizer, template, max_length)[0] if len(heldout) else []
+    rows = heldout.head(n_prompts)
+    prompts = [prompt_ids(template, tokenizer, r.instruction, r.input or "") for r in rows.itertuples(index=False)]
+    metrics: dict[str, float] = {}
+    gens: dict[str, list[str]] = {}
+    for name in ("base", "tuned"):
+        with model.disable_adapter() if name == "base" else nullcontext():
+            if examples:
+                loss, n_tokens = response_loss(model, examples, pad_id)
+                metrics.update({f"eval.{name}_loss": round(loss, 6), f"eval.{name}_ppl": round(math.exp(loss), 4),
+                                "eval.tokens": n_tokens})
+            gens[name] = generate(model, tokenizer, prompts, max_new_tokens) if prompts else []
+    table = pd.DataFrame({"instruction": [f"{r.instruction}\n\n{r.input}" if r.input else r.instruction
+                                          for r in rows.itertuples(index=False)],
+                          "reference": list(rows["output"]), "base": gens["base"], "tuned": gens["tuned"]})
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        table.to_json(out / "generations.jsonl", orient="records", lines=True, force_ascii=False)
+    return EvalResult(metrics, table)
+

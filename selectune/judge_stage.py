@@ -1,0 +1,160 @@
+"""Stage 5: the Self-J judge. Label sampled responses of the model under evaluation against gold references,
+train the judge on part of the instructions, and evaluate it on the rest against baselines.
+
+Held-out evaluation (instructions never seen in training, with all their samples): Pearson and Spearman of
+the judge's reference-free score with the reference-based label, next to baselines on the same pairs:
+response length (characters), cosine to the reference (a part of the label itself, so an optimistic
+baseline), the untrained judge base's reference-free self-evaluation, and response perplexity under the
+model under evaluation. Selective instruction following is evaluated as a coverage-vs-quality curve.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from selectune import tracking
+from selectune.config import IFDConfig, JudgeConfig
+from selectune.stages import StageResult, file_digest, run_stage
+
+PAIR_COLUMNS = ["id", "sample", "instruction", "input", "response", "reference"]
+
+
+def model_digest(ref: str) -> str:
+    """Identity of a model reference: the registry URI itself, else the content fingerprint."""
+    from selectune import models
+
+    return ref if ref.startswith(("models:/", "runs:/")) else models.fingerprint(ref)
+
+
+def response_perplexity(lm: object, pairs: pd.DataFrame, cfg: JudgeConfig) -> np.ndarray:
+    """Perplexity of each response after its templated prompt under the model under evaluation (NaN if empty)."""
+    from selectune.ifd import sequence_losses
+    from selectune.sft import prompt_text
+
+    out = np.full(len(pairs), np.nan)
+    keep = np.flatnonzero(pairs["response"].str.strip().str.len().to_numpy() > 0)
+    if len(keep):
+        rows = pairs.iloc[keep]
+        prefixes = [prompt_text(lm.template, lm.tokenizer, r.instruction, r.input) for r in rows.itertuples()]
+        ifd_cfg = IFDConfig(max_length=max(cfg.max_length, 32), batch_size=cfg.score_batch_size)
+        losses, _, _ = sequence_losses(lm.model, lm.tokenizer, prefixes, rows["response"].tolist(), ifd_cfg)
+        out[keep] = np.exp(losses)
+    return out
+
+
+def _corr_metrics(prefix: str, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    from selectune.judge_infer import correlations
+
+    ok = np.isfinite(x) & np.isfinite(y)
+    pearson, spearman = correlations(x[ok], y[ok])
+    return {k: round(v, 4) for k, v in {f"{prefix}.pearson": pearson, f"{prefix}.spearman": spearman}.items()
+            if math.isfinite(v)}
+
+
+def judge_stage(cfg: JudgeConfig, records: str, run_dir: str | Path, parent_run_id: str | None = None,
+                model_under_eval: str | None = None) -> StageResult:
+    """Write ``<run_dir>/judge/``: labels.parquet, adapter/, eval.parquet, coverage.png; with a parent MLflow run,
+    log them and register the judge as ``cfg.register_as`` (output ``model_uri``)."""
+    from selectune import models
+
+    ref = model_under_eval or cfg.model
+    if not ref:
+        raise ValueError("judge stage: no model under evaluation; pass the tune stage's adapter folder or "
+                         "models:/ URI, or set judge.model")
+    inputs = {"records": file_digest(records), "model_under_eval": model_digest(ref),
+              "base": models.fingerprint(cfg.base), "embedder": models.fingerprint(cfg.embedder)}
+
+    def body(out: Path) -> tuple[dict[str, str], dict[str, float]]:
+        from selectune import data, judge, judge_infer, judge_train, metrics
+        from selectune.settings import device, resolve_dtype
+        from selectune.sft import split
+
+        df = data.load_records(records).records
+        if len(df) < 2:
+            raise ValueError(f"{records}: the judge stage needs at least 2 records (train and held-out), got {len(df)}")
+        _, held = split(df, cfg.eval_fraction, cfg.seed)
+        dev = device()
+        lm = judge.load_model(ref, "auto", resolve_dtype(cfg.dtype, dev), dev, cfg.trust_remote_code)
+        labels = judge.generate_labels(df, cfg, lm)
+        labels["split"] = np.where(labels["id"].isin(set(held["id"])), "heldout", "train")
+        labels_path = data.write_parquet(labels, out / "labels.parquet")
+        pairs = labels[labels["split"] == "heldout"].reset_index(drop=True)
+        ppl = response_perplexity(lm, pairs, cfg)
+        del lm
+        gc.collect()
+
+        res = judge_train.train_judge(cfg, labels[labels["split"] == "train"].reset_index(drop=True), out)
+        jd = judge_infer.Judge(res.model, res.tokenizer, res.template, cfg.max_length, str(res.adapter_dir))
+
+        def score(frame: pd.DataFrame, with_ref: bool) -> np.ndarray:
+            return judge_infer.score_pairs(jd, frame, with_ref, cfg.score_batch_size,
+                                           cfg.max_batch_tokens)["judge_score"].to_numpy()
+
+        table = pairs[PAIR_COLUMNS + ["label", "digit", "self_eval", "cosine"]].copy()
+        table["judge_score"] = score(pairs, False)
+        table["judge_score_with_ref"] = score(pairs, True)
+        with res.model.disable_adapter():
+            table["base_self_eval"] = score(pairs, False)
+            base_outputs = score(df, False) if "label" in df.columns else None
+        table["length"] = pairs["response"].str.len().astype(float)
+        table["perplexity"] = ppl
+        eval_path = data.write_parquet(table, out / "eval.parquet")
+
+        y = table["label"].to_numpy(dtype=float)
+        m: dict[str, float] = {f"judge.{k}": v for k, v in res.metrics.items()}
+        m.update(_corr_metrics("judge", table["judge_score"].to_numpy(), y))
+        m.update(_corr_metrics("judge.with_ref", table["judge_score_with_ref"].to_numpy(), y))
+        for name in ("length", "cosine", "base_self_eval", "perplexity"):
+            m.update(_corr_metrics(f"judge.baseline.{name}", table[name].to_numpy(dtype=float), y))
+        _, _, auc = judge_infer.coverage_curve(table["judge_score"], y)
+        answered = table["judge_score"] >= cfg.threshold
+        m.update({"judge.mean_score": round(float(table["judge_score"].mean()), 4), "judge.coverage_auc": round(auc, 4),
+                  "judge.coverage_auc_oracle": round(judge_infer.coverage_curve(y, y)[2], 4),
+                  "judge.coverage_auc_random": round(float(y.mean()), 4),
+                  "judge.answered_at_threshold": round(float(answered.mean()), 4),
+                  "judge.label_mean": round(float(labels["label"].mean()), 4), "judge.labels": len(labels),
+                  "judge.heldout_pairs": len(table), "judge.train_records": len(df) - len(held),
+                  "judge.heldout_records": len(held)})
+        if answered.any():
+            m["judge.quality_at_threshold"] = round(float(y[answered.to_numpy()].mean()), 4)
+        if base_outputs is not None:  # the records' own outputs vs their good/poor labels (all records)
+            own = df.assign(judge_output_score=score(df, False), base_output_score=base_outputs)
+            for col in ("judge_output_score", "base_output_score"):
+                if (auroc := metrics.label_auroc(own, col)) is not None:
+                    m[f"judge.auroc.{col}"] = round(auroc, 4)
+        fig = judge_infer.coverage_figure(table["judge_score"].to_numpy(), y, cfg.threshold)
+        fig.savefig(out / "coverage.png", dpi=100)
+        outputs = {"labels": str(labels_path), "adapter": str(res.adapter_dir), "eval": str(eval_path),
+                   "coverage_plot": str(out / "coverage.png")}
+        if parent_run_id:
+            outputs.update(_log(cfg, ref, inputs, labels, labels_path, table, fig, res, m))
+        return outputs, m
+
+    return run_stage("judge", run_dir, cfg, inputs, body, parent_run_id, {"judge.model_under_eval": ref})
+
+
+def _log(cfg: JudgeConfig, ref: str, inputs: dict[str, str], labels: pd.DataFrame, labels_path: Path,
+         table: pd.DataFrame, fig: object, res: object, m: dict[str, float]) -> dict[str, str]:
+    """Dataset, table, figure and adapter into the active (stage) run; the Model Registry entry."""
+    import mlflow
+
+    digest = tracking.log_dataset(labels, labels_path, "judge_labels", "training",
+                                  ["id", "sample", "response", "digit"])
+    mlflow.log_table(table, "judge/eval.json")
+    tracking.log_figure(fig, "judge/coverage.png")
+    mlflow.log_artifacts(str(res.adapter_dir), "judge_adapter")
+    if not cfg.register_as:
+        return {}
+    from selectune import registry
+
+    tags = {"selectune.kind": "self-j-judge", "selectune.base": cfg.base, "selectune.base_fingerprint": inputs["base"],
+            "selectune.label_digest": digest, "selectune.model_under_eval": ref,
+            "selectune.model_under_eval_digest": inputs["model_under_eval"], "selectune.template": res.template,
+            "selectune.run_dir": str(Path(res.adapter_dir).parent.parent)}
+    tags.update({f"selectune.{k}": str(m[k]) for k in ("judge.pearson", "judge.spearman") if k in m})
+    return {"model_uri": registry.log_and_register(res.adapter_dir, cfg.register_as, tags)}

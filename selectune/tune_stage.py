@@ -1,0 +1,64 @@
+"""Stage 4: LoRA instruction tuning on the selected subset, evaluation, and the Model Registry entry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from selectune import tracking
+from selectune.config import TuneConfig
+from selectune.stages import StageResult, file_digest, run_stage
+
+
+def tune_stage(cfg: TuneConfig, selected: str, run_dir: str | Path, parent_run_id: str | None = None,
+               dataset_digest: str | None = None) -> StageResult:
+    """Train a LoRA adapter on ``selected`` into ``<run_dir>/tune/`` (adapter/, checkpoints/, eval/), evaluate base
+    vs tuned, and with a parent MLflow run log the adapter and register it as ``cfg.register_as``
+    (output ``model_uri``). A killed run resumes from its last checkpoint when re-run."""
+    from selectune import models
+
+    inputs = {"selected": file_digest(selected), "base": models.fingerprint(cfg.base)}
+    if cfg.heldout:
+        inputs["heldout"] = file_digest(cfg.heldout)
+
+    def body(out: Path) -> tuple[dict[str, str], dict[str, float]]:
+        from selectune import evaluate, sft
+
+        res = sft.train(cfg, selected, out)
+        ev = evaluate.evaluate(res.model, res.tokenizer, res.heldout, res.template, cfg.max_length,
+                               cfg.eval_prompts, cfg.max_new_tokens, out / "eval")
+        outputs = {"adapter": str(res.adapter_dir), "checkpoints": str(out / "checkpoints"), "eval": str(out / "eval")}
+        if res.merged_dir is not None:
+            outputs["merged"] = str(res.merged_dir)
+        metrics = {**res.metrics, **ev.metrics}
+        if parent_run_id:
+            import mlflow
+
+            digest = dataset_digest or subset_digest(selected)
+            tracking.log_dataset(res.train, selected, "tune_train", "training")
+            if len(res.heldout):
+                tracking.log_dataset(res.heldout, cfg.heldout or selected, "tune_heldout", "evaluation")
+            mlflow.log_params(tracking.clean_params({"tune.template_used": res.template,
+                                                     "tune.target_modules_used": ",".join(res.target_modules)}))
+            mlflow.log_artifacts(str(res.adapter_dir), "adapter")
+            if len(ev.table):
+                mlflow.log_table(ev.table, "eval/generations.json")
+            if cfg.register_as:
+                from selectune import registry
+
+                tags = {"selectune.base": cfg.base, "selectune.base_fingerprint": inputs["base"],
+                        "selectune.selected_digest": digest, "selectune.data_path": str(Path(selected).resolve()),
+                        "selectune.template": res.template, "selectune.run_dir": str(out.parent)}
+                if "eval.tuned_loss" in ev.metrics:
+                    tags["selectune.eval_loss"] = str(ev.metrics["eval.tuned_loss"])
+                outputs["model_uri"] = registry.log_and_register(res.adapter_dir, cfg.register_as, tags)
+        return outputs, metrics
+
+    return run_stage("tune", run_dir, cfg, inputs, body, parent_run_id)
+
+
+
+def subset_digest(path: str | Path) -> str:
+    """Digest of a data file's record ids in sorted order (the pipeline's "did the subset change?" digest)."""
+    from selectune.data import load_records
+
+    return tracking.digest(load_records(path).records[["id"]].sort_values("id", ignore_index=True))

@@ -1,0 +1,254 @@
+"""LoRA tuning on the tiny random Llama: formatting and masking, packing, training, resume after a kill,
+evaluation numbers and the registry round trip."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from selectune import evaluate, registry, sft
+from selectune.config import TuneConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(max_steps=2, save_steps=2, batch_size=2, grad_accum=1, max_length=256, eval_fraction=0.34,
+            eval_prompts=2, max_new_tokens=4, register_as=None, learning_rate=1e-2, warmup_ratio=0.0)
+
+
+@pytest.fixture(scope="module")
+def selected(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from selectune.data import record_id
+
+    rows = [("What is the capital of France?", "", "Paris is the capital of France."),
+            ("Add two and three.", "", "2 + 3 = 5"), ("Translate to French", "good morning", "bonjour"),
+            ("Write a python function.", "", "def f(xs):\n    return sum(xs)"),
+            ("List three colors.", "", "red, green and blue"), ("Explain a function.", "", "A named block. " * 4)]
+    df = pd.DataFrame(rows, columns=["instruction", "input", "output"])
+    df.insert(0, "id", [record_id(*r) for r in rows])
+    path = tmp_path_factory.mktemp("sel") / "selected.parquet"
+    df.to_parquet(path, index=False)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model: str, selected: str, tmp_path_factory: pytest.TempPathFactory) -> sft.TrainResult:
+    return sft.train(TuneConfig(base=tiny_model, merge=True, **TINY), selected, tmp_path_factory.mktemp("run"))
+
+
+def _tok(path: str):  # noqa: ANN202
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def test_labels_mask_exactly_the_prompt(tiny_model: str) -> None:
+    tok = _tok(tiny_model)
+    ex = sft.encode(tok, "alpaca", "Add two and three.", "", "2 + 3 = 5", 512)
+    prompt = sft.ALPACA.format(instruction="Add two and three.")
+    assert ex.n_prompt == len(tok(prompt)["input_ids"])
+    assert ex.labels[:ex.n_prompt] == [-100] * ex.n_prompt
+    assert ex.labels[ex.n_prompt:] == ex.input_ids[ex.n_prompt:]
+    assert tok.decode(ex.input_ids[:ex.n_prompt]) == prompt
+    assert tok.decode(ex.input_ids[ex.n_prompt:]) == "2 + 3 = 5</s>"
+
+    ex = sft.encode(tok, "chat", "Translate to French", "good morning", "bonjour", 512)
+    prompt = "<|user|>\nTranslate to French\n\ngood morning<|end|>\n<|assistant|>\n"
+    assert tok.decode(ex.input_ids[:ex.n_prompt]) == prompt
+    assert tok.decode(ex.input_ids[ex.n_prompt:]) == "bonjour<|end|>\n</s>"  # template's turn end, then EOS
+    assert ex.labels == [-100] * ex.n_prompt + ex.input_ids[ex.n_prompt:]
+
+    cut = sft.encode(tok, "alpaca", "Add two and three.", "", "2 + 3 = 5", ex.n_prompt + 2)
+    assert cut.truncated and len(cut.input_ids) == len(cut.labels) == ex.n_prompt + 2
+
+
+def test_template_rule(tiny_model: str) -> None:
+    tok = _tok(tiny_model)
+    assert sft.pick_template("auto", tiny_model, tok) == "alpaca"  # has a chat template, but not an instruct name
+    assert sft.pick_template("auto", "/models/SmolLM2-135M-Instruct", tok) == "chat"
+    assert sft.pick_template("auto", "smollm2-135m-instruct", tok) == "chat"
+    assert sft.pick_template("auto", "gemma-3-270m", tok) == "alpaca"
+    tok.chat_template = None
+    assert sft.pick_template("auto", "org/some-chat-model", tok) == "alpaca"
+    with pytest.raises(ValueError, match="no chat template"):
+        sft.pick_template("chat", "x", tok)
+
+
+def test_packing_blocks_and_isolation(tiny_model: str) -> None:
+    from selectune.models import load_causal_lm
+
+    exs = [sft.Example(list(range(10, 10 + n)), [-100] * 2 + list(range(12, 10 + n)), 2) for n in (5, 7, 4, 9)]
+    blocks = sft.pack(exs, 16)
+    assert [len(b.input_ids) for b in blocks] == [16, 9]  # 5+7+4 | 9 (9 more would exceed 16)
+    assert blocks[0].position_ids == list(range(5)) + list(range(7)) + list(range(4))
+    assert blocks[0].labels == exs[0].labels + exs[1].labels + exs[2].labels
+    batch = sft.Collator(pad_id=0, trim=False)([b.features() for b in blocks])
+    assert "attention_mask" not in batch and batch["input_ids"].shape == (2, 16)
+    assert batch["position_ids"][1].tolist() == list(range(9)) + list(range(7))  # padding: its own sequence
+    assert batch["labels"][1].tolist()[9:] == [-100] * 7 and batch["input_ids"][1].tolist()[9:] == [0] * 7
+
+    model, _ = load_causal_lm(tiny_model)
+    model.config.use_cache = False
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
+        for start, ex in ((0, exs[0]), (5, exs[1]), (12, exs[2])):  # each packed example sees only itself
+            alone = model(input_ids=torch.tensor([ex.input_ids])).logits[0]
+            torch.testing.assert_close(packed[0, start:start + len(ex.input_ids)], alone, atol=1e-4, rtol=1e-4)
+
+
+def test_trimmed_logits_give_the_same_loss(tiny_model: str) -> None:
+    from selectune.models import load_causal_lm
+
+    model, tok = load_causal_lm(tiny_model)
+    exs = [sft.encode(tok, "alpaca", "Add two and three.", "", "2 + 3 = 5", 512),
+           sft.encode(tok, "alpaca", "Translate to French", "good morning", "bonjour", 512)]
+    full = sft.Collator(tok.pad_token_id, trim=False)([e.features() for e in exs])
+    trimmed = sft.Collator(tok.pad_token_id)([e.features() for e in exs])
+    start = min(e.n_prompt for e in exs) - 1
+    assert trimmed["logits_to_keep"] == full["input_ids"].shape[1] - start
+    assert torch.equal(trimmed["labels"], full["labels"][:, start:])
+    with torch.no_grad():
+        torch.testing.assert_close(model(**trimmed).loss, model(**full).loss)
+
+
+def test_target_modules(tiny_model: str) -> None:
+    from selectune.models import load_causal_lm
+
+    model, _ = load_causal_lm(tiny_model)
+    assert sft.find_target_modules(model) == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj",
+                                              "v_proj"]
+    with pytest.raises(ValueError, match="no attention/MLP projection layers found in Sequential"):
+        sft.find_target_modules(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+
+
+def test_adapter_changes_base_does_not(trained: sft.TrainResult, tiny_model: str) -> None:
+    from safetensors.torch import load_file
+
+    original = load_file(Path(tiny_model) / "model.safetensors")
+    state = trained.model.state_dict()
+    base = {k.replace("base_model.model.", "").replace(".base_layer", ""): v for k, v in state.items()
+            if "lora_" not in k}
+    assert set(original) <= set(base)
+    for name, value in original.items():
+        assert torch.equal(base[name], value.to(base[name].dtype)), name  # frozen (bf16 where supported)
+    lora_b = [v for k, v in state.items() if "lora_B" in k]
+    assert len(lora_b) == 2 * 7 and all(v.abs().sum() > 0 for v in lora_b)  # B starts at zero
+    saved = load_file(trained.adapter_dir / "adapter_model.safetensors")
+    assert len(saved) == 2 * 2 * 7 and not (trained.adapter_dir / "training_args.bin").exists()
+    assert trained.metrics["steps"] == 2 and trained.metrics["train_records"] == 4
+    assert trained.metrics["heldout_records"] == 2 and trained.metrics["train_tokens"] > 0
+
+
+def test_merged_model_matches_adapter(trained: sft.TrainResult) -> None:
+    from transformers import AutoModelForCausalLM
+
+    assert trained.merged_dir is not None and (trained.merged_dir / "model.safetensors").is_file()
+    merged = AutoModelForCausalLM.from_pretrained(trained.merged_dir)
+    assert not any("lora" in k for k in merged.state_dict())
+    ids = torch.tensor([trained.tokenizer("write a python function")["input_ids"]])
+    with torch.no_grad():  # merging into bf16 base weights rounds W + BA once more: compare distances
+        tuned, got = trained.model(input_ids=ids).logits.float(), merged(input_ids=ids).logits.float()
+        with trained.model.disable_adapter():
+            base = trained.model(input_ids=ids).logits.float()
+    assert (got - tuned).abs().max() < 0.1 * (base - tuned).abs().max()
+
+
+def _direct_loss(model: torch.nn.Module, examples: list[sft.Example]) -> float:
+    nll, n = 0.0, 0
+    with torch.no_grad():
+        for ex in examples:  # one at a time: the model's own shifted loss is a per-token mean
+            k = sum(t != -100 for t in ex.labels[1:])
+            nll += model(input_ids=torch.tensor([ex.input_ids]), labels=torch.tensor([ex.labels])).loss.item() * k
+            n += k
+    return nll / n
+
+
+def test_evaluation_equals_direct_computation(trained: sft.TrainResult, tiny_model: str, tmp_path: Path) -> None:
+    from selectune.models import load_causal_lm
+
+    ev = evaluate.evaluate(trained.model, trained.tokenizer, trained.heldout, trained.template, 256, 2, 4, tmp_path)
+    exs = sft.encode_frame(trained.heldout, trained.tokenizer, "alpaca", 256)[0]
+    dtype = registry.read_meta(trained.adapter_dir)["dtype"]  # bf16 base weights where the CPU has bf16
+    tol = 1e-5 if dtype == "float32" else 2e-3  # batched vs one at a time: bf16 rounding differs slightly
+    base, _ = load_causal_lm(tiny_model, dtype)
+    assert ev.metrics["eval.base_loss"] == pytest.approx(_direct_loss(base, exs), rel=tol)
+    assert ev.metrics["eval.tuned_loss"] == pytest.approx(_direct_loss(trained.model, exs), rel=tol)
+    assert ev.metrics["eval.tuned_ppl"] == pytest.approx(math.exp(ev.metrics["eval.tuned_loss"]), rel=1e-5)
+    assert ev.metrics["eval.tuned_loss"] != ev.metrics["eval.base_loss"]
+    assert list(ev.table.columns) == ["instruction", "reference", "base", "tuned"] and len(ev.table) == 2
+    assert json.loads((tmp_path / "metrics.json").read_text()) == ev.metrics
+    # batched greedy generation (left padding) equals one prompt at a time
+    prompts = [sft.prompt_ids("alpaca", trained.tokenizer, r.instruction, r.input) for r in
+               trained.heldout.itertuples()]
+    one = [evaluate.generate(trained.model, trained.tokenizer, [p], 4)[0] for p in prompts]
+    assert one == list(ev.table["tuned"])
+
+
+def test_registry_round_trip(trained: sft.TrainResult, mlflow_store: str) -> None:
+    import mlflow
+
+    from selectune import tracking
+
+    tracking.setup("test")
+    with mlflow.start_run():
+        uri = registry.log_and_register(trained.adapter_dir, "tiny-sft", {"selectune.base": "tiny"})
+    assert uri == "models:/tiny-sft/1"
+    assert mlflow.MlflowClient().get_model_version("tiny-sft", "1").tags == {"selectune.base": "tiny"}
+    model, tok = registry.load(uri)
+    ids = torch.tensor([trained.tokenizer("what is the capital of france")["input_ids"]])
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, trained.model(input_ids=ids).logits)
+    assert tok.get_vocab() == trained.tokenizer.get_vocab()
+    replies = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"instruction": ["Add two and three."]}),
+                                                    params={"max_new_tokens": 3})
+    assert len(replies) == 1 and isinstance(replies[0], str)
+
+
+KILLER = """
+import os, signal, sys
+from transformers import TrainerCallback
+from selectune import sft
+from selectune.commands.tune import load_tune_config
+
+class Kill(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+sft.train(load_tune_config(sys.argv[1]), sys.argv[2], sys.argv[3], callbacks=(Kill(),))
+"""
+
+
+def test_resume_after_kill(tiny_model: str, selected: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import yaml
+    from safetensors.torch import load_file
+
+    from selectune.commands.tune import main
+
+    cfg = TuneConfig(base=tiny_model, **{**TINY, "max_steps": 4, "eval_fraction": 0.0, "lora_dropout": 0.0})
+    (tmp_path / "tune.yaml").write_text(yaml.safe_dump({"tune": cfg.model_dump(mode="json")}))
+    out = tmp_path / "killed"
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(tmp_path / "tune.yaml"), selected, str(out)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-2"]
+    assert not (out / "adapter").exists()
+
+    main(["--data", selected, "--output", str(out), "--config", str(tmp_path / "tune.yaml")])  # python -m selectune.sft
+    stdout = capsys.readouterr().out
+    printed = json.loads(stdout[stdout.rindex('{\n  "adapter"'):])
+    assert printed["resumed_from_step"] == 2 and printed["steps"] == 4
+    state = json.loads((out / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4 and [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2, 3, 4]
+
+    whole = sft.train(cfg, selected, tmp_path / "whole")
+    assert whole.metrics["steps"] == 4 and whole.metrics["resumed_from_step"] == 0
+    resumed, straight = (load_file(d / "adapter" / "adapter_model.safetensors") for d in (out, tmp_path / "whole"))
+    for name, value in straight.items():
+        torch.testing.assert_close(resumed[name], value, atol=1e-5, rtol=1e-4)
