@@ -123,3 +123,35 @@ def test_stage_failure_marks_runs_failed(prefect_server, mlflow_store, tmp_path,
     assert children["load"].info.status == "FAILED"
     assert "line 2" in children["load"].data.tags["selectune.error"]
     assert not (tmp_path / "run" / "load" / "manifest.json").exists()
+
+
+def test_retrain_only_when_selected_subset_changes(prefect_server, mlflow_store, tmp_path, records,
+                                                   tiny_model) -> None:
+    """Incremental retraining: same data -> 'no change', no new model version; grown data -> a new version."""
+    from mlflow.tracking import MlflowClient
+
+    from flows.curate import run_pipeline as curate
+
+    data_file = tmp_path / "data.json"
+    rows = records.drop(columns="id").to_dict("records")
+    data_file.write_text(json.dumps(rows[:4]))
+    tune = TuneConfig(base=tiny_model, max_steps=2, batch_size=2, grad_accum=1, max_length=128, eval_prompts=1,
+                      max_new_tokens=4, register_as="flow-test-sft", dtype="float32")
+
+    def run(name: str) -> dict:
+        cfg = _config(tmp_path, data_file, [tiny_model]).model_copy(
+            update={"tune": tune, "run_dir": str(tmp_path / name)})
+        return curate(cfg)
+
+    first = run("r1")
+    assert first["model_uri"] == "models:/flow-test-sft/1"
+    second = run("r2")  # a new run dir, same data: selection identical, no retraining
+    assert "model_uri" not in second and second["tune"].startswith("no change")
+    assert not (tmp_path / "r2" / "tune").exists()
+    data_file.write_text(json.dumps(rows))  # the dataset grew: the subset changes
+    third = run("r3")
+    assert third["model_uri"] == "models:/flow-test-sft/2"
+    client = MlflowClient()
+    v2 = client.get_model_version("flow-test-sft", "2")
+    assert v2.tags["selectune.selected_digest"] == third["selected_digest"] != first["selected_digest"]
+    assert client.get_run(second["mlflow_run_id"]).data.tags["selectune.tune"] == "no change"
