@@ -1,15 +1,23 @@
 """Prefect task: load and validate the instruction dataset."""
 
+from typing import Any
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from selectune.config import DataConfig
+from selectune.data import DataValidationError
 from selectune.pipeline import load_stage
 from selectune.stages import StageResult
 
 
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry hub/network reads, not bad data: a validation error is the same on every try."""
+    return not isinstance(state.result(raise_on_failure=False), DataValidationError)
+
+
 # Idempotency comes from the stage manifest, not Prefect's result cache: the outputs are files in the
-# run directory and a repeated run must still log its MLflow child run. Retries cover hub reads.
-@task(name="load", retries=2, retry_delay_seconds=[5, 30], cache_policy=NO_CACHE)
+# run directory and a repeated run must still log its MLflow child run.
+@task(name="load", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=_transient, cache_policy=NO_CACHE)
 def load_task(cfg: DataConfig, run_dir: str, parent_run_id: str | None = None) -> StageResult:
     return load_stage(cfg, run_dir, parent_run_id)
