@@ -26,7 +26,8 @@ def service(tmp_path_factory: pytest.TempPathFactory):
     """A Prefect server, both deployments on a process pool, and a worker; MLflow in a SQLite file."""
     tmp = tmp_path_factory.mktemp("service")
     with prefect_server(tmp / "prefect") as env:
-        env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}"}
+        # its own SELECTUNE_HOME: a fresh rating cache, so the call counts below are this module's alone
+        env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}", "SELECTUNE_HOME": str(tmp / "home")}
         grow = tmp / "incoming.jsonl"
         for only, extra in (("curate-on-demand", []), ("scheduled-retrain", ["--cron", "*/30 * * * *",
                                                                               "--data", str(grow)])):
