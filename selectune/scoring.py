@@ -133,6 +133,11 @@ def score_selectit(df: pd.DataFrame, cfg: SelectITConfig, cache: RatingCache | N
     """Add SelectIT columns to ``df``: the final score, per-model sentence scores, per-prompt details."""
     prompts = rating_prompts(cfg)
     raters = [rate(df, m, cfg, prompts, cache, progress) for m in cfg.models]
+    return combine(df, raters, cfg)
+
+
+def combine(df: pd.DataFrame, raters: list, cfg: SelectITConfig) -> ScoreReport:
+    """Token, sentence and model level scores from each rater's rating probabilities (any backend)."""
     weights = list(cfg.weights) if cfg.weights is not None else [float(r.n_params) for r in raters]
     out = df.copy()
     sentence = []

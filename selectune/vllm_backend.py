@@ -130,8 +130,7 @@ def score_selectit(df: pd.DataFrame, cfg: SelectITConfig, progress: bool = True,
     """``scoring.score_selectit`` on vLLM: (ScoreReport, engine settings per rater). Raters load one at a time."""
     import gc
 
-    from selectune import selectit
-    from selectune.scoring import ScoreReport, rating_prompts
+    from selectune.scoring import combine, rating_prompts
 
     prompts = rating_prompts(cfg)
     raters, settings = [], []
@@ -141,21 +140,7 @@ def score_selectit(df: pd.DataFrame, cfg: SelectITConfig, progress: bool = True,
         settings.append(engine.settings)
         del engine
         gc.collect()
-    weights = list(cfg.weights) if cfg.weights is not None else [float(r.n_params) for r in raters]
-    out = df.copy()
-    sentence = []
-    for r in raters:
-        tokens = selectit.token_scores(r.probs, cfg.normalization)
-        sentence.append(s := selectit.sentence_scores(tokens, cfg.alpha))
-        out[f"selectit_sentence.{r.key}"] = s
-        out[f"selectit_token.{r.key}"] = list(tokens)
-        out[f"selectit_probs.{r.key}"] = [row.tolist() for row in r.probs]
-        out[f"selectit_base.{r.key}"] = list(selectit.base_ratings(r.probs))
-    out["selectit_score"] = selectit.model_scores(np.stack(sentence), weights)
-    out["selectit_base_rating"] = np.rint(
-        np.mean([selectit.base_ratings(r.probs).mean(axis=1) for r in raters], axis=0)).astype(int)
-    out["selectit_truncated"] = np.any([r.truncated.any(axis=1) for r in raters], axis=0)
-    return ScoreReport(out, raters, weights), settings
+    return combine(df, raters, cfg), settings
 
 
 def target_losses(engine: Engine, seqs: Sequence[Sequence[int]], n_targets: Sequence[int],

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+from selectune.commands import run_tracked
+
 judge_app = typer.Typer(help="Self-J judge: train it label-free, score responses, pick the best of n.",
                         no_args_is_help=True)
 Dtype = Literal["trained", "auto", "float32", "bfloat16"]
@@ -147,23 +149,11 @@ def train_cmd(
         cfg = JudgeConfig.model_validate({**cfg.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
     except (ValidationError, OSError, yaml.YAMLError) as err:
         _fail(f"{config}: {err}")
-    if not Path(data).exists():
-        _fail(f"--data {data}: no such file or folder")
     if cfg.register_as == "":
         cfg.register_as = None
-    import mlflow
-
-    from selectune import tracking
     from selectune.judge_stage import judge_stage
 
-    tracking.setup(experiment)
-    output.mkdir(parents=True, exist_ok=True)
-    with mlflow.start_run(run_name=f"judge-{output.resolve().name}", tags={"selectune.run_dir": str(output)}) as run:
-        try:
-            res = judge_stage(cfg, data, output, run.info.run_id)
-        except (ValueError, OSError) as err:
-            _fail(str(err))
-    typer.echo(json.dumps({"mlflow_run_id": run.info.run_id, **res.outputs, **res.metrics}, indent=2))
+    run_tracked("judge", data, output, experiment, lambda out, run_id: judge_stage(cfg, data, out, run_id))
 
 
 def answer_cmd(

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from selectune.commands import run_tracked
 from selectune.config import PipelineConfig, TuneConfig
 
 
@@ -76,20 +77,8 @@ def tune_cmd(
         cfg = TuneConfig.model_validate({**cfg.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
     except (ValidationError, OSError, yaml.YAMLError) as err:
         _fail(f"{config}: {err}")
-    if not Path(data).exists():
-        _fail(f"--data {data}: no such file or folder")
     if cfg.register_as == "":
         cfg.register_as = None
-    import mlflow
-
-    from selectune import tracking
     from selectune.tune_stage import tune_stage
 
-    tracking.setup(experiment)
-    output.mkdir(parents=True, exist_ok=True)
-    with mlflow.start_run(run_name=f"tune-{output.resolve().name}", tags={"selectune.run_dir": str(output)}) as run:
-        try:
-            res = tune_stage(cfg, data, output, run.info.run_id)
-        except (ValueError, OSError) as err:
-            _fail(str(err))
-    typer.echo(json.dumps({"mlflow_run_id": run.info.run_id, **res.outputs, **res.metrics}, indent=2))
+    run_tracked("tune", data, output, experiment, lambda out, run_id: tune_stage(cfg, data, out, run_id))
