@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -76,6 +77,7 @@ def evaluate(model: Any, tokenizer: Any, heldout: pd.DataFrame, template: str, m
     first ``n_prompts`` records; writes ``metrics.json`` and ``generations.jsonl`` to ``out_dir``."""
     if not hasattr(model, "disable_adapter"):
         raise TypeError(f"evaluate needs a peft model (base = adapter disabled), got {type(model).__name__}")
+    start = time.perf_counter()
     model.eval()
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     examples = encode_frame(heldout, tokenizer, template, max_length)[0] if len(heldout) else []
@@ -90,6 +92,7 @@ def evaluate(model: Any, tokenizer: Any, heldout: pd.DataFrame, template: str, m
                 metrics.update({f"eval.{name}_loss": round(loss, 6), f"eval.{name}_ppl": round(math.exp(loss), 4),
                                 "eval.tokens": n_tokens})
             gens[name] = generate(model, tokenizer, prompts, max_new_tokens) if prompts else []
+    metrics["eval.seconds"] = round(time.perf_counter() - start, 3)
     table = pd.DataFrame({"instruction": [f"{r.instruction}\n\n{r.input}" if r.input else r.instruction
                                           for r in rows.itertuples(index=False)],
                           "reference": list(rows["output"]), "base": gens["base"], "tuned": gens["tuned"]})

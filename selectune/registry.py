@@ -27,8 +27,9 @@ def read_meta(adapter_dir: str | Path) -> dict[str, Any]:
 
 
 def load_local(adapter_dir: str | Path, device: str = "cpu", dtype: str | None = None) -> tuple[Any, Any]:
-    """(PeftModel in eval mode, tokenizer) from an adapter folder and the base it records; ``dtype`` of the base
-    weights defaults to the one it was trained with."""
+    """(PeftModel in eval mode, tokenizer) from an adapter folder and the base it records. ``dtype`` None: as
+    :func:`selectune.sft.train` returns it, base weights in the training dtype (bf16-rounded where trained so),
+    upcast to float32 on CPU (bf16 decoding is slower there); else the base weights in ``dtype``."""
     from peft import PeftModel
     from transformers import AutoTokenizer
 
@@ -43,6 +44,8 @@ def load_local(adapter_dir: str | Path, device: str = "cpu", dtype: str | None =
     with warnings.catch_warnings():  # peft 0.21 reads a property transformers 5 deprecates
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
         model = PeftModel.from_pretrained(base, str(adapter_dir))
+    if dtype is None and device == "cpu":
+        model.float()
     return model.to(device).eval(), AutoTokenizer.from_pretrained(str(adapter_dir))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from selectune import tracking
@@ -50,11 +51,12 @@ def tune_stage(cfg: TuneConfig, selected: str, run_dir: str | Path, parent_run_i
                         "selectune.template": res.template, "selectune.run_dir": str(out.parent)}
                 if "eval.tuned_loss" in ev.metrics:
                     tags["selectune.eval_loss"] = str(ev.metrics["eval.tuned_loss"])
+                start = time.perf_counter()
                 outputs["model_uri"] = registry.log_and_register(res.adapter_dir, cfg.register_as, tags)
+                metrics["register_seconds"] = round(time.perf_counter() - start, 3)
         return outputs, metrics
 
     return run_stage("tune", run_dir, cfg, inputs, body, parent_run_id)
-
 
 
 def subset_digest(path: str | Path) -> str:
