@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import shutil
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,12 +146,11 @@ TRAIN_FIELDS = ("base", "template", "alpha", "beta", "lora_r", "lora_alpha", "lo
 def train_judge(cfg: JudgeConfig, labels: pd.DataFrame, output: str | Path, callbacks: tuple = ()) -> JudgeTrainResult:
     """Train the judge adapter on ``labels`` (rows of :func:`selectune.judge.generate_labels`); writes
     ``<output>/adapter`` and checkpoints under ``<output>/checkpoints`` (resumed when the run key matches)."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import TrainingArguments, set_seed
+    from transformers import TrainingArguments
 
     from selectune import models, tracking
     from selectune.settings import device, resolve_dtype
-    from selectune.sft import RUN_KEY, _last_checkpoint, find_target_modules, pick_template, write_meta
+    from selectune.sft import RUN_KEY, _last_checkpoint, add_lora, pick_template, write_meta
 
     if labels.empty:
         raise ValueError("judge training: no labelled responses")
@@ -173,12 +171,7 @@ def train_judge(cfg: JudgeConfig, labels: pd.DataFrame, output: str | Path, call
     model.config.use_cache = False
     template = pick_template(cfg.template, cfg.base, tok)
     pairs = build_pairs(labels, tok, template, cfg.max_length)
-    set_seed(cfg.seed)
-    targets = cfg.target_modules or find_target_modules(model)
-    with warnings.catch_warnings():  # peft 0.21 reads a property transformers 5 deprecates
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
-        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                                 target_modules=targets, task_type="CAUSAL_LM"))
+    model, _ = add_lora(model, cfg)
     args = TrainingArguments(
         output_dir=str(ckpt), per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
         num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1, learning_rate=cfg.learning_rate,

@@ -166,6 +166,21 @@ class Collator:
         return batch
 
 
+def add_lora(model: Any, cfg: Any) -> tuple[Any, list[str]]:
+    """Wrap ``model`` in seeded LoRA adapters from a config with lora_r/lora_alpha/lora_dropout/target_modules/seed
+    (TuneConfig, JudgeConfig); returns the peft model and the target module names."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import set_seed
+
+    set_seed(cfg.seed)  # LoRA A matrices are initialized from the global RNG
+    targets = cfg.target_modules or find_target_modules(model)
+    with warnings.catch_warnings():  # peft 0.21 reads a property transformers 5 deprecates
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                                 target_modules=targets, task_type="CAUSAL_LM"))
+    return model, targets
+
+
 def find_target_modules(model: Any) -> list[str]:
     """Names of the attention and MLP projection layers (Linear/Conv1D leaves) in a model."""
     import torch
@@ -235,8 +250,7 @@ def _step_metrics() -> Any:
 def train(cfg: TuneConfig, data_path: str | Path, output: str | Path, callbacks: tuple = ()) -> TrainResult:
     """Train a LoRA adapter on ``data_path``; writes ``<output>/adapter`` (+ ``merged``), checkpoints under
     ``<output>/checkpoints`` and resumes from the newest one when the run key (config, data, base) matches."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers import Trainer, TrainingArguments
 
     from selectune import data, models
     from selectune.settings import device, resolve_dtype
@@ -269,12 +283,7 @@ def train(cfg: TuneConfig, data_path: str | Path, output: str | Path, callbacks:
     train_set = pack(examples, cfg.max_length) if cfg.packing else examples
     eval_set = encode_frame(heldout, tok, template, cfg.max_length)[0] if len(heldout) else []
 
-    set_seed(cfg.seed)  # LoRA A matrices are initialized from the global RNG
-    targets = cfg.target_modules or find_target_modules(model)
-    with warnings.catch_warnings():  # peft 0.21 reads a property transformers 5 deprecates
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
-        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                                 target_modules=targets, task_type="CAUSAL_LM"))
+    model, targets = add_lora(model, cfg)
     args = TrainingArguments(
         output_dir=str(ckpt), per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1,
