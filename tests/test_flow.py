@@ -155,3 +155,55 @@ def test_retrain_only_when_selected_subset_changes(prefect_server, mlflow_store,
     v2 = client.get_model_version("flow-test-sft", "2")
     assert v2.tags["selectune.selected_digest"] == third["selected_digest"] != first["selected_digest"]
     assert client.get_run(second["mlflow_run_id"]).data.tags["selectune.tune"] == "no change"
+
+
+@pytest.mark.parametrize("order", ["before_scoring", "after_scoring"])
+def test_flow_with_reflection_key_from_secret_block(prefect_server, mlflow_store, tmp_path, records, tiny_model,
+                                                    monkeypatch, order) -> None:
+    """Recycling inside the flow against a real OpenAI-compatible server, the API key read from a Prefect
+    Secret block (no environment variable): the key is sent, never stored; MLflow has the recycle child run
+    and the teacher totals; the scored set is the recycled one."""
+    from mlflow.tracking import MlflowClient
+    from openai_server import FakeOpenAI
+    from prefect.blocks.system import Secret
+    from test_recycle import scripted
+
+    from flows.curate import run_pipeline as curate
+    from selectune.config import ReflectionConfig
+
+    key = "sk-flow-secret-4d1c9e"
+    Secret(value=key).save("teacher-key-flow-test", overwrite=True)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("SELECTUNE_HOME", str(tmp_path / "home"))
+    data_file = tmp_path / "data.json"
+    data_file.write_text(json.dumps(records.drop(columns="id").to_dict("records")))
+    with FakeOpenAI(reply=scripted) as srv:
+        reflection = ReflectionConfig.model_validate({
+            "enabled": True, "order": order, "top_fraction": 0.5, "keep_regardless": True,
+            "student": {"model": tiny_model, "dtype": "float32"},
+            "teacher": {"backend": "openai", "model": "m", "base_url": srv.url, "temperature": 0,
+                        "max_retries": 0, "api_key_secret": "teacher-key-flow-test"}})
+        cfg = _config(tmp_path, data_file, [tiny_model]).model_copy(update={"reflection": reflection})
+        summary = curate(cfg)
+    assert srv.total > 0 and {h["authorization"] for h in srv.headers} == {f"Bearer {key}"}
+
+    run_dir = tmp_path / "run"
+    recycled = pd.read_parquet(run_dir / "recycle" / "recycled.parquet")
+    n_in = len(records) if order == "before_scoring" else 3  # the top half of the six scored records
+    assert len(recycled) == n_in and (recycled["decision"] == "kept").all()  # keep_regardless
+    assert set(recycled["variant"]) - {"ori"}, "the scripted teacher's rewrites should be chosen somewhere"
+    scored_stage = "selectit" if order == "before_scoring" else "selectit-recycled"
+    scored = pd.read_parquet(run_dir / scored_stage / "scored.parquet")
+    assert sorted(scored["id"]) == sorted(recycled["id"])
+    assert summary["selected"] == len(pd.read_parquet(run_dir / "select" / "selected.parquet"))
+
+    client = MlflowClient()
+    parent = client.get_run(summary["mlflow_run_id"])
+    children = _children(client, parent.info.run_id)
+    assert {"load", "recycle", "select"} <= set(children) and scored_stage in children
+    rec = children["recycle"].data.metrics
+    assert rec["teacher.calls"] == srv.total and rec["records_recycled"] == n_in
+    assert parent.data.metrics["teacher.calls"] == srv.total
+    assert parent.data.params["reflection.teacher.api_key_secret"] == "teacher-key-flow-test"
+    for path in [p for p in tmp_path.rglob("*") if p.is_file()]:  # run dir, MLflow store, artifacts, cache
+        assert key.encode() not in path.read_bytes(), path
