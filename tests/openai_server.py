@@ -9,6 +9,7 @@ Script (a dict, or a JSON file)::
     {"replies": {"<last user message>": "<reply>"},   # others get "reply: <last user message>"
      "delay": 0.0,                                    # seconds before every reply
      "models": ["m"],                                 # optional: other models get 404 model_not_found
+     "reflector": true,                               # answer selectune's reflection prompts (see reflector())
      "faults": [{"kind": "429", "match": "text", "calls": [1, 2], "retry_after": 1, "delay": 2.0}]}
 
 Fault kinds: 429 (with Retry-After), 500, slow (sleeps ``delay``), malformed (broken JSON body), no_choices,
@@ -32,6 +33,29 @@ from pathlib import Path
 from typing import Any
 
 PLAIN = "plain text without any markers"
+
+
+def _between(text: str, start: str, end: str) -> str:
+    return text.split(start, 1)[1].split(end, 1)[0].strip() if start in text else ""
+
+
+def reflector(prompt: str) -> str:
+    """A deterministic stand-in teacher for selectune's reflection prompts: the instruction reflection makes the
+    instruction self-contained (input folded in) and asks for reasoning, keeping the answer; the response
+    reflection appends a one-line summary of the answer. Every third instruction (by length) gets a critique
+    without markers, as weak teachers write. Other prompts: ``reply: <prompt>``."""
+    if "[Instruction]\n" not in prompt:
+        return f"reply: {prompt}"
+    instruction = _between(prompt, "[Instruction]\n", "\n\n[")
+    context = _between(prompt, "[Input]\n", "\n\n[Answer]")
+    answer = _between(prompt, "[Answer]\n", "\n[End of Answer]")
+    if "[New Instruction] <the new instruction>" in prompt:
+        if len(instruction) % 3 == 0:
+            return "The instruction is clear and the answer is adequate; no change is needed."
+        new = f"{instruction}{f' Use this input: {context}' if context else ''} Explain your reasoning step by step."
+        return f"The instruction could demand more.\n[New Instruction] {new} [End]\n[New Answer] {answer} [End]"
+    first = answer.split(". ", 1)[0].rstrip(".")
+    return f"The answer lacks a summary.\n[Better Answer] {answer}\n\nIn short: {first}. [End]"
 
 
 def _client_gone(sock: socket.socket) -> bool:
@@ -148,7 +172,7 @@ class FakeOpenAI:
         self.delay = float(script.get("delay", 0.0))
         self.faults: list[dict] = script.get("faults", [])
         self.models: list[str] | None = script.get("models")
-        self._reply = reply
+        self._reply = reply or (reflector if script.get("reflector") else None)
         self.lock = threading.Lock()
         self.total = 0
         self.received: Counter[str] = Counter()  # requests per prompt, every attempt

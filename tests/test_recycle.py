@@ -259,3 +259,45 @@ def test_empty_input_and_bad_records(env: Path) -> None:
         recycle(pd.concat([df, df.head(1)]), ReflectionConfig(), progress=False)
     with pytest.raises(ValueError, match="no 'output' column"):
         recycle(df.drop(columns="output"), ReflectionConfig(), progress=False)
+
+
+def test_cli_reflect_against_standalone_reflector_server(env: Path, tiny_model: str, records: pd.DataFrame) -> None:
+    """The documented demo procedure: ``tests/openai_server.py`` in reflector mode as its own process (a 429 with
+    Retry-After on every prompt's first call), the installed ``selectune reflect`` command as another."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    here = Path(__file__).parent
+    script = env.parent / "script.json"
+    script.write_text(json.dumps({"reflector": True, "faults": [{"kind": "429", "calls": [1], "retry_after": 0}]}))
+    data = env.parent / "in.json"
+    data.write_text(records[["instruction", "input", "output"]].to_json(orient="records"))
+    server = subprocess.Popen([sys.executable, str(here / "openai_server.py"), "--port", "0", "--script",
+                               str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{int(server.stdout.readline().split()[1])}"
+        cli = Path(sys.executable).with_name("selectune")
+        out = env.parent / "demo" / "recycled.parquet"
+        run = subprocess.run([str(cli), "reflect", "-i", str(data), "-o", str(out), "--teacher", "openai:m",
+                              "--base-url", f"{url}/v1", "--student", tiny_model, "--dtype", "float32",
+                              "--temperature", "0"], capture_output=True, text=True, timeout=300)
+        stats = json.loads(urllib.request.urlopen(f"{url}/stats").read())
+    finally:
+        server.kill()
+        server.wait()
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = [json.loads(x) for x in out.with_suffix(".reflections.jsonl").read_text().splitlines()]
+    assert stats["total"] == 2 * len(lines) and set(stats["served"].values()) == {1}  # one 429 then served
+    by_id = records.set_index("id")
+    for e in lines:  # the reflector keeps the original answer in both reflections, so it prefixes every answer
+        instruction, output = by_id.loc[e["source_id"], ["instruction", "output"]]
+        if e["kind"] == "instruction":
+            assert e["ok"] == (len(instruction) % 3 != 0), (instruction, e["parse"])
+            assert not e["ok"] or e["instruction"].endswith("Explain your reasoning step by step.")
+        else:
+            assert e["ok"] and e["answer"].startswith(output.strip()), e
+    n_fail = sum(len(i) % 3 == 0 for i in records["instruction"])
+    assert f"parse failures: instruction {100 * n_fail / len(records):.1f}%, response 0.0%" in run.stdout
+    recycled = pd.read_parquet(out)
+    assert recycled["source_id"].tolist() == records["id"].tolist()
