@@ -140,6 +140,8 @@ def select_cmd(
     quota: Annotated[list[str] | None, typer.Option(help="CATEGORY=N (count) or CATEGORY=0.3 (fraction of the "
                                                      "budget); repeat")] = None,
     diversity: Annotated[float | None, typer.Option(help="Max cosine similarity to an accepted record")] = None,
+    judge: Annotated[str | None, typer.Option(help="Add judge_score from this Self-J judge (folder or "
+                                              "models:/NAME/VERSION) before selecting")] = None,
 ) -> None:
     """Select a subset; writes selection.parquet (every record, its decision and reason), selected.parquet and
     selected_alpaca.json."""
@@ -161,8 +163,13 @@ def select_cmd(
     try:
         cfg = SelectionConfig(strategy=strategy, by=by, weights=pairs(weight), seed=seed, k=k, threshold=threshold,
                               fraction=fraction if fraction is not None else 0.2, min_length=min_length,
-                              max_length=max_length, quotas=pairs(quota), diversity_threshold=diversity)
+                              max_length=max_length, quotas=pairs(quota), diversity_threshold=diversity,
+                              judge=judge)
         df = pd.read_parquet(input)
+        if cfg.judge:
+            from selectune.select_stage import judge_records
+
+            df = judge_records(df, cfg.judge)[0]
         embeddings = None
         if cfg.diversity_threshold is not None:
             from selectune.embed import embed_records

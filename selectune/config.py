@@ -81,6 +81,10 @@ class SelectionConfig(_Config):
     diversity_threshold: float | None = Field(None, gt=0, le=1, description="DEITA-style pass: accept a record "
                                               "only if its cosine similarity to every accepted one is below this")
     embedder: str = Field("minilm-l6", description="Sentence embedder for the diversity pass")
+    judge: str | None = Field(None, description="Score every record with this Self-J judge (adapter folder or "
+                              "models:/NAME/VERSION|latest) before selecting: adds the column judge_score "
+                              "(0-9, reference-free) to rank by or combine, e.g. weights {selectit_score: 1, "
+                              "judge_score: 1}")
 
     @model_validator(mode="after")
     def _check(self) -> SelectionConfig:

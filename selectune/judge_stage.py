@@ -24,10 +24,24 @@ from selectune.stages import StageResult, file_digest, run_stage
 PAIR_COLUMNS = ["id", "sample", "instruction", "input", "response", "reference"]
 
 
+def resolve_ref(ref: str) -> str:
+    """``models:/NAME/latest`` pinned to its newest version number; any other reference unchanged."""
+    if not (ref.startswith("models:/") and ref.endswith("/latest")):
+        return ref
+    from mlflow.tracking import MlflowClient
+
+    name = ref[len("models:/") : -len("/latest")]
+    versions = MlflowClient().search_model_versions(f"name='{name}'")
+    if not versions:
+        raise ValueError(f"{ref}: no registered versions of model {name!r}")
+    return f"models:/{name}/{max(int(v.version) for v in versions)}"
+
+
 def model_digest(ref: str) -> str:
-    """Identity of a model reference: the registry URI itself, else the content fingerprint."""
+    """Identity of a model reference: the registry URI (``latest`` pinned), else the content fingerprint."""
     from selectune import models
 
+    ref = resolve_ref(ref)
     return ref if ref.startswith(("models:/", "runs:/")) else models.fingerprint(ref)
 
 

@@ -23,11 +23,19 @@ def select_stage(cfg: SelectionConfig, scored: str, run_dir: str | Path,
         from selectune.models import fingerprint
 
         inputs["embedder"] = fingerprint(cfg.embedder)
+    judge = None
+    if cfg.judge:
+        from selectune.judge_stage import model_digest, resolve_ref
+
+        judge = resolve_ref(cfg.judge)  # a later registered version must not reuse this stage's output
+        inputs["judge"] = model_digest(judge)
 
     def body(out: Path) -> tuple[dict[str, str], dict[str, float]]:
         df = pd.read_parquet(scored)
         m: dict[str, float] = {"records_in": len(df)}
         vectors = None
+        if judge:
+            df, m["judge_seconds"] = judge_records(df, judge)
         if cfg.diversity_threshold is not None:
             from selectune.embed import embed_records
 
@@ -44,6 +52,17 @@ def select_stage(cfg: SelectionConfig, scored: str, run_dir: str | Path,
         return outputs, m
 
     return run_stage("select", run_dir, cfg, inputs, body, parent_run_id)
+
+
+def judge_records(df: pd.DataFrame, judge: str) -> tuple[pd.DataFrame, float]:
+    """``df`` plus ``judge_score``: the judge's reference-free 0-9 rating of each (instruction, output)."""
+    import time
+
+    from selectune.judge_infer import load_judge, score_pairs
+
+    start = time.perf_counter()
+    scores = score_pairs(load_judge(judge), df, with_reference=False)["judge_score"]
+    return df.assign(judge_score=scores.to_numpy()), round(time.perf_counter() - start, 3)
 
 
 def _score_name(cfg: SelectionConfig) -> str:

@@ -75,6 +75,22 @@ def test_stage_outputs_metrics_and_registered_judge(tiny_model: str, tiny_embedd
     assert (out / "manifest.json").is_file()
     assert judge_stage(cfg, path, tmp_path / "run", model_under_eval=tiny_model).skipped
 
+    # the registered judge feeds selection in a later run: judge_score added, ranked by, version pinned
+    from selectune.config import SelectionConfig
+    from selectune.select_stage import select_stage
+
+    scored = str(write_parquet(records.assign(selectit_score=np.linspace(0, 1, len(records))),
+                               tmp_path / "scored.parquet"))
+    sel_cfg = SelectionConfig(by="judge_score", k=2, judge="models:/selectune-judge/latest")
+    chosen = select_stage(sel_cfg, scored, tmp_path / "run")
+    table = pd.read_parquet(chosen.outputs["selection"]).set_index("id")
+    direct = score_pairs(reloaded, records.set_index("id"), False)["judge_score"]
+    assert np.allclose(table.loc[direct.index, "judge_score"], direct, atol=1e-5)
+    top2 = set(direct.sort_values(ascending=False).index[:2])
+    assert set(pd.read_parquet(chosen.outputs["selected"])["id"]) == top2
+    manifest = json.loads((tmp_path / "run" / "select" / "manifest.json").read_text())
+    assert manifest["inputs"]["judge"] == "models:/selectune-judge/1" and chosen.metrics["judge_seconds"] > 0
+
 
 def test_stage_needs_a_model_under_evaluation(tiny_model: str, tiny_embedder: str, tmp_path: Path) -> None:
     from selectune.judge_stage import judge_stage
@@ -122,6 +138,15 @@ def test_cli_score_best_of_and_answer(tiny_model: str, tiny_embedder: str, recor
         assert json.loads(r.stdout)["declined"] is declined
     r = run(app, ["judge", "score", "--judge", judge_dir, "-i", str(tmp_path / "none.csv"), "-o", "x.parquet"])
     assert r.exit_code == 2 and "no such file" in r.output
+
+    from selectune.cli import app as main_app
+
+    records.assign(selectit_score=0.5).to_parquet(tmp_path / "scored.parquet")
+    r = run(main_app, ["select", "-i", str(tmp_path / "scored.parquet"), "-o", str(tmp_path / "sel"), "--judge",
+                       judge_dir, "--strategy", "combined", "--weight", "judge_score=1", "--k", "3"])
+    assert r.exit_code == 0, r.output
+    chosen = pd.read_parquet(tmp_path / "sel" / "selected.parquet")
+    assert set(chosen["id"]) == set(records.loc[direct.sort_values(ascending=False).index[:3], "id"])
 
 
 @pytest.mark.slow
