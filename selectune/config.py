@@ -122,7 +122,7 @@ class TeacherConfig(_Config):
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling")
     max_new_tokens: int = Field(512, ge=1, description="Max tokens per teacher reply")
     seed: int = Field(0, description="Sampling seed")
-    batch_size: int = Field(8, ge=1, description="hf: prompts per generate() call")
+    batch_size: int = Field(16, ge=1, description="hf: prompts per generate() call")
     concurrency: int = Field(8, ge=1, description="openai: requests in flight")
     timeout_s: float = Field(120.0, gt=0, description="openai: per-request timeout")
     max_retries: int = Field(6, ge=0, description="openai: retries on 429/5xx/timeouts/connection errors")

@@ -49,6 +49,8 @@ def reflect_cmd(
     limit: Annotated[int | None, typer.Option(help="Recycle at most N records (the rest pass through)")] = None,
     temperature: Annotated[float, typer.Option(help="Teacher sampling temperature (0 = greedy)")] = 0.7,
     max_new_tokens: Annotated[int, typer.Option(help="Max tokens per teacher reply")] = 512,
+    batch_size: Annotated[int, typer.Option(help="hf teacher: prompts per generate() call (openai: requests "
+                                            "in flight)")] = 16,
     ifd_max: Annotated[float, typer.Option(help="Keep the chosen pair only when IFD < this")] = 1.0,
     rifd_max: Annotated[float, typer.Option(help="Keep the chosen pair only when r-IFD < this")] = 1.0,
     keep_regardless: Annotated[bool, typer.Option("--keep-regardless", help="Ignore the thresholds")] = False,
@@ -72,6 +74,7 @@ def reflect_cmd(
                                teacher={"backend": backend, "model": model, "base_url": base_url,
                                         "api_key_env": api_key_env, "temperature": temperature,
                                         "max_new_tokens": max_new_tokens, "max_calls": max_calls,
+                                        "batch_size": batch_size, "concurrency": batch_size,
                                         "max_cost": max_cost, "prices": price, "dtype": dtype},
                                student={"model": student, "template": template, "dtype": dtype})
     except ValidationError as err:
