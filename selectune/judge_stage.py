@@ -139,7 +139,7 @@ def judge_stage(cfg: JudgeConfig, records: str, run_dir: str | Path, parent_run_
         scores = table["judge_score"].to_numpy()
         for coverage in (0.5, 0.8):  # thresholds to pick from: each judge has its own score scale
             t = float(np.sort(scores)[::-1][math.ceil(coverage * len(scores)) - 1])  # answers >= coverage
-            m[f"judge.threshold_at_coverage_{coverage:g}"] = round(t, 4)
+            m[f"judge.threshold_at_coverage_{coverage:g}"] = math.floor(t * 1e4) / 1e4  # rounded down: >= it answers
             m[f"judge.quality_at_coverage_{coverage:g}"] = round(float(y[scores >= t].mean()), 4)
         if base_outputs is not None:  # the records' own outputs vs their good/poor labels (all records)
             own = df.assign(judge_output_score=score(df, False), base_output_score=base_outputs)
