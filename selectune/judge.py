@@ -187,7 +187,7 @@ def sample_responses(lm: LoadedModel, df: pd.DataFrame, n: int, temperature: flo
 
     from selectune.inference import length_batches, pad_left
     from selectune.sft import prompt_ids
-    from selectune.teacher import RowSampler
+    from selectune.teacher_hf import RowSampler
 
     model, tok = lm.model, lm.tokenizer
     prompts = [prompt_ids(lm.template, tok, r.instruction, r.input or "") for r in df.itertuples(index=False)]
