@@ -108,11 +108,26 @@ def mlflow_server(root: Path) -> Iterator[str]:
         stop(proc, sigints=1)
 
 
+RETRYABLE = {429, 502, 503}  # Prefect's server answers 503 for retryable errors (e.g. SQLite busy)
+
+
+def api_call(method: str, url: str, attempts: int = 8, **kwargs: object) -> httpx.Response:
+    """One REST call to the Prefect API, retried with exponential backoff on 429 / 502 / 503 as Prefect's own
+    client does (a dashboard or script triggering runs must do the same); raises on any other error."""
+    for attempt in range(attempts):
+        res = httpx.request(method, url, timeout=10, **kwargs)
+        if res.status_code not in RETRYABLE or attempt == attempts - 1:
+            res.raise_for_status()
+            return res
+        time.sleep(min(0.25 * 2**attempt, 8.0))
+    raise AssertionError("unreachable")
+
+
 def wait_flow_run(api: str, flow_run_id: str, timeout: float = 300) -> dict:
     """Poll the REST API until the flow run reaches a final state; return it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()
+        run = api_call("GET", f"{api}/flow_runs/{flow_run_id}").json()
         state = (run.get("state") or {}).get("type")
         if state in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
             return run

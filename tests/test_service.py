@@ -9,9 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
-from servers import mlflow_server, prefect_server, prefect_worker, wait_flow_run
+from servers import api_call, mlflow_server, prefect_server, prefect_worker, wait_flow_run
 
 ROOT = Path(__file__).resolve().parents[1]
 POOL = "test-pool"
@@ -38,15 +37,11 @@ def service(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _deployment(api: str, name: str) -> dict:
-    res = httpx.get(f"{api}/deployments/name/selectune-curate/{name}", timeout=10)
-    res.raise_for_status()
-    return res.json()
+    return api_call("GET", f"{api}/deployments/name/selectune-curate/{name}").json()
 
 
 def _trigger(api: str, deployment_id: str, parameters: dict) -> dict:
-    res = httpx.post(f"{api}/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters},
-                     timeout=10)
-    res.raise_for_status()
+    res = api_call("POST", f"{api}/deployments/{deployment_id}/create_flow_run", json={"parameters": parameters})
     return wait_flow_run(api, res.json()["id"])
 
 
