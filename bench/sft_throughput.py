@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 from transformers import TrainerCallback
 
-from selectune import sft
+from selectune import sft, sft_data
 from selectune.config import TuneConfig
 from selectune.data import record_id
 from selectune.settings import device as best_device
@@ -128,7 +128,7 @@ def run_baseline(args: argparse.Namespace, df: pd.DataFrame, out: Path) -> dict[
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM",
                                              target_modules=sft.find_target_modules(model)))
-    texts = [sft.prompt_text("alpaca", tok, r.instruction, r.input) + r.output + tok.eos_token
+    texts = [sft_data.prompt_text("alpaca", tok, r.instruction, r.input) + r.output + tok.eos_token
              for r in df.itertuples()]
     enc = tok(texts, padding="max_length", truncation=True, max_length=args.max_length)
     rows = [{"input_ids": ids, "attention_mask": m, "labels": [t if k else -100 for t, k in zip(ids, m, strict=True)]}

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from selectune.sft import Collator, Example, encode_frame, prompt_ids
+from selectune.sft_data import Collator, Example, encode_frame, prompt_ids
 
 
 def response_loss(model: Any, examples: Sequence[Example], pad_id: int, batch_size: int = 8,

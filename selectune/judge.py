@@ -67,7 +67,7 @@ def judge_inputs(tokenizer: Any, template: str, instructions: Sequence[str], inp
 
     Over-long prompts keep their head and the template's answer cue (the end of the answer is cut)."""
     from selectune.inference import encode
-    from selectune.sft import prompt_text
+    from selectune.sft_data import prompt_text
 
     refs = references if references is not None else [None] * len(responses)
     if not len(instructions) == len(inputs) == len(responses) == len(refs):
@@ -159,7 +159,7 @@ def load_model(ref: str, template: str = "auto", dtype: str | None = None, devic
     from selectune import models
     from selectune.settings import device as best_device
     from selectune.settings import resolve_dtype
-    from selectune.sft import pick_template
+    from selectune.sft_data import pick_template
 
     dev = device or best_device()
     folder = adapter_folder(ref)
@@ -186,7 +186,7 @@ def sample_responses(lm: LoadedModel, df: pd.DataFrame, n: int, temperature: flo
     from transformers import GenerationConfig
 
     from selectune.inference import length_batches, pad_left
-    from selectune.sft import prompt_ids
+    from selectune.sft_data import prompt_ids
     from selectune.teacher_hf import RowSampler
 
     model, tok = lm.model, lm.tokenizer

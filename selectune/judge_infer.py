@@ -88,7 +88,7 @@ def answer(lm: LoadedModel, judge: Judge, instructions: Sequence[str], inputs: S
     """Selective instruction following: a greedy answer per instruction, declined (a refusal message plus the
     score) when the judge's reference-free score is below ``threshold``."""
     from selectune.evaluate import generate
-    from selectune.sft import prompt_ids
+    from selectune.sft_data import prompt_ids
 
     ins = list(inputs) if inputs is not None else [""] * len(instructions)
     prompts = [prompt_ids(lm.template, lm.tokenizer, i, x) for i, x in zip(instructions, ins, strict=True)]

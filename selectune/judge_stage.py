@@ -48,7 +48,7 @@ def model_digest(ref: str) -> str:
 def response_perplexity(lm: object, pairs: pd.DataFrame, cfg: JudgeConfig) -> np.ndarray:
     """Perplexity of each response after its templated prompt under the model under evaluation (NaN if empty)."""
     from selectune.ifd import sequence_losses
-    from selectune.sft import prompt_text
+    from selectune.sft_data import prompt_text
 
     out = np.full(len(pairs), np.nan)
     keep = np.flatnonzero(pairs["response"].str.strip().str.len().to_numpy() > 0)

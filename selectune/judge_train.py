@@ -150,7 +150,8 @@ def train_judge(cfg: JudgeConfig, labels: pd.DataFrame, output: str | Path, call
 
     from selectune import models, tracking
     from selectune.settings import device, resolve_dtype
-    from selectune.sft import RUN_KEY, _last_checkpoint, add_lora, pick_template, write_meta
+    from selectune.sft import RUN_KEY, _last_checkpoint, add_lora, write_meta
+    from selectune.sft_data import pick_template
 
     if labels.empty:
         raise ValueError("judge training: no labelled responses")

@@ -58,7 +58,7 @@ class AdapterModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> list[str]:
         from selectune.evaluate import generate
-        from selectune.sft import prompt_ids
+        from selectune.sft_data import prompt_ids
 
         inputs = model_input["input"] if "input" in model_input else [""] * len(model_input)
         prompts = [prompt_ids(self.template, self.tokenizer, i, x or "")

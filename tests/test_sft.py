@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from selectune import evaluate, registry, sft
+from selectune import evaluate, registry, sft, sft_data
 from selectune.config import TuneConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,45 +50,45 @@ def _tok(path: str):  # noqa: ANN202
 
 def test_labels_mask_exactly_the_prompt(tiny_model: str) -> None:
     tok = _tok(tiny_model)
-    ex = sft.encode(tok, "alpaca", "Add two and three.", "", "2 + 3 = 5", 512)
-    prompt = sft.ALPACA.format(instruction="Add two and three.")
+    ex = sft_data.encode(tok, "alpaca", "Add two and three.", "", "2 + 3 = 5", 512)
+    prompt = sft_data.ALPACA.format(instruction="Add two and three.")
     assert ex.n_prompt == len(tok(prompt)["input_ids"])
     assert ex.labels[:ex.n_prompt] == [-100] * ex.n_prompt
     assert ex.labels[ex.n_prompt:] == ex.input_ids[ex.n_prompt:]
     assert tok.decode(ex.input_ids[:ex.n_prompt]) == prompt
     assert tok.decode(ex.input_ids[ex.n_prompt:]) == "2 + 3 = 5</s>"
 
-    ex = sft.encode(tok, "chat", "Translate to French", "good morning", "bonjour", 512)
+    ex = sft_data.encode(tok, "chat", "Translate to French", "good morning", "bonjour", 512)
     prompt = "<|user|>\nTranslate to French\n\ngood morning<|end|>\n<|assistant|>\n"
     assert tok.decode(ex.input_ids[:ex.n_prompt]) == prompt
     assert tok.decode(ex.input_ids[ex.n_prompt:]) == "bonjour<|end|>\n</s>"  # template's turn end, then EOS
     assert ex.labels == [-100] * ex.n_prompt + ex.input_ids[ex.n_prompt:]
 
-    cut = sft.encode(tok, "alpaca", "Add two and three.", "", "2 + 3 = 5", ex.n_prompt + 2)
+    cut = sft_data.encode(tok, "alpaca", "Add two and three.", "", "2 + 3 = 5", ex.n_prompt + 2)
     assert cut.truncated and len(cut.input_ids) == len(cut.labels) == ex.n_prompt + 2
 
 
 def test_template_rule(tiny_model: str) -> None:
     tok = _tok(tiny_model)
-    assert sft.pick_template("auto", tiny_model, tok) == "alpaca"  # has a chat template, but not an instruct name
-    assert sft.pick_template("auto", "/models/SmolLM2-135M-Instruct", tok) == "chat"
-    assert sft.pick_template("auto", "smollm2-135m-instruct", tok) == "chat"
-    assert sft.pick_template("auto", "gemma-3-270m", tok) == "alpaca"
+    assert sft_data.pick_template("auto", tiny_model, tok) == "alpaca"  # has a chat template, but not an instruct name
+    assert sft_data.pick_template("auto", "/models/SmolLM2-135M-Instruct", tok) == "chat"
+    assert sft_data.pick_template("auto", "smollm2-135m-instruct", tok) == "chat"
+    assert sft_data.pick_template("auto", "gemma-3-270m", tok) == "alpaca"
     tok.chat_template = None
-    assert sft.pick_template("auto", "org/some-chat-model", tok) == "alpaca"
+    assert sft_data.pick_template("auto", "org/some-chat-model", tok) == "alpaca"
     with pytest.raises(ValueError, match="no chat template"):
-        sft.pick_template("chat", "x", tok)
+        sft_data.pick_template("chat", "x", tok)
 
 
 def test_packing_blocks_and_isolation(tiny_model: str) -> None:
     from selectune.models import load_causal_lm
 
-    exs = [sft.Example(list(range(10, 10 + n)), [-100] * 2 + list(range(12, 10 + n)), 2) for n in (5, 7, 4, 9)]
-    blocks = sft.pack(exs, 16)
+    exs = [sft_data.Example(list(range(10, 10 + n)), [-100] * 2 + list(range(12, 10 + n)), 2) for n in (5, 7, 4, 9)]
+    blocks = sft_data.pack(exs, 16)
     assert [len(b.input_ids) for b in blocks] == [16, 9]  # 5+7+4 | 9 (9 more would exceed 16)
     assert blocks[0].position_ids == list(range(5)) + list(range(7)) + list(range(4))
     assert blocks[0].labels == exs[0].labels + exs[1].labels + exs[2].labels
-    batch = sft.Collator(pad_id=0, trim=False)([b.features() for b in blocks])
+    batch = sft_data.Collator(pad_id=0, trim=False)([b.features() for b in blocks])
     assert "attention_mask" not in batch and batch["input_ids"].shape == (2, 16)
     assert batch["position_ids"][1].tolist() == list(range(9)) + list(range(7))  # padding: its own sequence
     assert batch["labels"][1].tolist()[9:] == [-100] * 7 and batch["input_ids"][1].tolist()[9:] == [0] * 7
@@ -106,10 +106,10 @@ def test_trimmed_logits_give_the_same_loss(tiny_model: str) -> None:
     from selectune.models import load_causal_lm
 
     model, tok = load_causal_lm(tiny_model)
-    exs = [sft.encode(tok, "alpaca", "Add two and three.", "", "2 + 3 = 5", 512),
-           sft.encode(tok, "alpaca", "Translate to French", "good morning", "bonjour", 512)]
-    full = sft.Collator(tok.pad_token_id, trim=False)([e.features() for e in exs])
-    trimmed = sft.Collator(tok.pad_token_id)([e.features() for e in exs])
+    exs = [sft_data.encode(tok, "alpaca", "Add two and three.", "", "2 + 3 = 5", 512),
+           sft_data.encode(tok, "alpaca", "Translate to French", "good morning", "bonjour", 512)]
+    full = sft_data.Collator(tok.pad_token_id, trim=False)([e.features() for e in exs])
+    trimmed = sft_data.Collator(tok.pad_token_id)([e.features() for e in exs])
     start = min(e.n_prompt for e in exs) - 1
     assert trimmed["logits_to_keep"] == full["input_ids"].shape[1] - start
     assert torch.equal(trimmed["labels"], full["labels"][:, start:])
@@ -160,7 +160,7 @@ def test_merged_model_matches_adapter(trained: sft.TrainResult) -> None:
     assert (got - tuned).abs().max() < 0.1 * (base - tuned).abs().max()
 
 
-def _direct_loss(model: torch.nn.Module, examples: list[sft.Example]) -> float:
+def _direct_loss(model: torch.nn.Module, examples: list[sft_data.Example]) -> float:
     nll, n = 0.0, 0
     with torch.no_grad():
         for ex in examples:  # one at a time: the model's own shifted loss is a per-token mean
@@ -174,7 +174,7 @@ def test_evaluation_equals_direct_computation(trained: sft.TrainResult, tiny_mod
     from selectune.models import load_causal_lm
 
     ev = evaluate.evaluate(trained.model, trained.tokenizer, trained.heldout, trained.template, 256, 2, 4, tmp_path)
-    exs = sft.encode_frame(trained.heldout, trained.tokenizer, "alpaca", 256)[0]
+    exs = sft_data.encode_frame(trained.heldout, trained.tokenizer, "alpaca", 256)[0]
     base, _ = load_causal_lm(tiny_model, registry.read_meta(trained.adapter_dir)["dtype"])  # as trained
     base.float()  # train() hands back float32 on CPU
     assert ev.metrics["eval.base_loss"] == pytest.approx(_direct_loss(base, exs), abs=1e-5)
@@ -184,7 +184,7 @@ def test_evaluation_equals_direct_computation(trained: sft.TrainResult, tiny_mod
     assert list(ev.table.columns) == ["instruction", "reference", "base", "tuned"] and len(ev.table) == 2
     assert json.loads((tmp_path / "metrics.json").read_text()) == ev.metrics
     # batched greedy generation (left padding) equals one prompt at a time
-    prompts = [sft.prompt_ids("alpaca", trained.tokenizer, r.instruction, r.input) for r in
+    prompts = [sft_data.prompt_ids("alpaca", trained.tokenizer, r.instruction, r.input) for r in
                trained.heldout.itertuples()]
     one = [evaluate.generate(trained.model, trained.tokenizer, [p], 4)[0] for p in prompts]
     assert one == list(ev.table["tuned"])

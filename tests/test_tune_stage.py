@@ -20,7 +20,7 @@ def test_tune_command_stage_and_registry(tiny_model: str, records: pd.DataFrame,
     import mlflow
     from transformers import AutoTokenizer
 
-    from selectune import registry, sft
+    from selectune import registry, sft, sft_data
     from selectune.config import TuneConfig
     from selectune.tune_stage import subset_digest, tune_stage
 
@@ -46,10 +46,11 @@ def test_tune_command_stage_and_registry(tiny_model: str, records: pd.DataFrame,
     assert summary["train_records"] == 4 and summary["heldout_records"] == 2
     tok = AutoTokenizer.from_pretrained(tiny_model)
     train, _ = sft.split(records, 0.34, 0)
-    lengths = [len(sft.encode(tok, "alpaca", r.instruction, r.input, r.output, 10**6).input_ids)
+    lengths = [len(sft_data.encode(tok, "alpaca", r.instruction, r.input, r.output, 10**6).input_ids)
                for r in train.itertuples()]
     assert summary["truncated"] == sum(n > 256 for n in lengths) == 1  # the long demo record
-    assert summary["packed_blocks"] == len(sft.pack([sft.Example([0] * min(n, 256), [], 0) for n in lengths], 256))
+    blocks = sft_data.pack([sft_data.Example([0] * min(n, 256), [], 0) for n in lengths], 256)
+    assert summary["packed_blocks"] == len(blocks)
     assert summary["train_tokens"] >= summary["steps"] * 2 * 100 and summary["tokens_per_s"] > 0
     for key in ("eval.base_loss", "eval.tuned_loss", "eval.base_ppl", "eval.tuned_ppl", "train_loss"):
         assert summary[key] > 0, key

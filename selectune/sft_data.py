@@ -1,0 +1,147 @@
+"""Supervised fine-tuning data: prompt templates, example encoding, packing and batch collation.
+
+An example is (prompt tokens, response tokens + EOS) with labels -100 on the prompt. Base models get the
+Stanford Alpaca prompt, instruction-tuned models their chat template (:func:`pick_template`). Shared by LoRA
+tuning (:mod:`selectune.sft`), evaluation, and the Self-J judge's prompts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+# Stanford Alpaca (github.com/tatsu-lab/stanford_alpaca, train.py PROMPT_DICT)
+ALPACA_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further context. "
+                "Write a response that appropriately completes the request.\n\n"
+                "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:")
+ALPACA = ("Below is an instruction that describes a task. Write a response that appropriately completes the "
+          "request.\n\n### Instruction:\n{instruction}\n\n### Response:")
+_INSTRUCT_NAME = re.compile(r"instruct|chat|-it\b", re.IGNORECASE)
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int]
+    n_prompt: int
+    truncated: bool = False
+    position_ids: list[int] | None = None
+
+    def features(self) -> dict[str, list[int]]:
+        out = {"input_ids": self.input_ids, "labels": self.labels}
+        return out if self.position_ids is None else {**out, "position_ids": self.position_ids}
+
+
+def pick_template(template: str, base: str, tokenizer: Any) -> str:
+    """Resolve ``auto``: chat when the tokenizer has a chat template and the model is instruction-tuned."""
+    has_chat = bool(getattr(tokenizer, "chat_template", None))
+    if template == "chat" and not has_chat:
+        raise ValueError(f"template 'chat' asked for, but model {base!r} has no chat template; use 'alpaca'")
+    if template != "auto":
+        return template
+    from selectune.models import ALIASES
+
+    alias = ALIASES.get(base)
+    instruct = alias.kind == "causal-instruct" if alias else bool(_INSTRUCT_NAME.search(Path(base).name))
+    return "chat" if has_chat and instruct else "alpaca"
+
+
+def _user_text(instruction: str, input: str) -> str:
+    return f"{instruction}\n\n{input}" if input else instruction
+
+
+def prompt_text(template: str, tokenizer: Any, instruction: str, input: str = "") -> str:
+    """The text the model sees before its response."""
+    if template == "alpaca":
+        return (ALPACA_INPUT if input else ALPACA).format(instruction=instruction, input=input)
+    return tokenizer.apply_chat_template([{"role": "user", "content": _user_text(instruction, input)}],
+                                         tokenize=False, add_generation_prompt=True)
+
+
+def prompt_ids(template: str, tokenizer: Any, instruction: str, input: str = "") -> list[int]:
+    """Prompt tokens; Alpaca adds the tokenizer's special tokens (BOS), a chat template writes its own."""
+    text = prompt_text(template, tokenizer, instruction, input)
+    return tokenizer(text, add_special_tokens=template == "alpaca")["input_ids"]
+
+
+def encode(tokenizer: Any, template: str, instruction: str, input: str, output: str, max_length: int) -> Example:
+    """Prompt + response (+ EOS) tokens, labels -100 on the prompt; cut to ``max_length`` from the end."""
+    if template == "alpaca":
+        response = output
+    else:
+        msgs = [{"role": "user", "content": _user_text(instruction, input)}, {"role": "assistant", "content": output}]
+        full = tokenizer.apply_chat_template(msgs, tokenize=False)
+        head = prompt_text(template, tokenizer, instruction, input)
+        if not full.startswith(head):
+            raise ValueError("the chat template renders the prompt differently with and without the reply; "
+                             "use template 'alpaca'")
+        response = full[len(head):]
+    prompt = prompt_ids(template, tokenizer, instruction, input)
+    resp = tokenizer(response, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in resp[-2:]:
+        resp = [*resp, tokenizer.eos_token_id]
+    ids = prompt + resp
+    labels = [-100] * len(prompt) + resp
+    return Example(ids[:max_length], labels[:max_length], len(prompt), len(ids) > max_length)
+
+
+def encode_frame(df: pd.DataFrame, tokenizer: Any, template: str, max_length: int) -> tuple[list[Example], int]:
+    """Encode every record; returns (examples with at least one response token, records dropped)."""
+    out = [encode(tokenizer, template, r.instruction, r.input or "", r.output, max_length)
+           for r in df.itertuples(index=False)]
+    kept = [e for e in out if any(t != -100 for t in e.labels)]
+    return kept, len(out) - len(kept)
+
+
+def pack(examples: list[Example], max_length: int) -> list[Example]:
+    """Concatenate examples in order into blocks of at most ``max_length`` tokens, positions reset per example."""
+    blocks: list[Example] = []
+    for ex in examples:
+        cur = blocks[-1] if blocks else None
+        if cur is None or len(cur.input_ids) + len(ex.input_ids) > max_length:
+            cur = Example([], [], 0, position_ids=[])
+            blocks.append(cur)
+        cur.input_ids += ex.input_ids
+        cur.labels += ex.labels
+        cur.position_ids += list(range(len(ex.input_ids)))  # type: ignore[operator]
+        cur.truncated = cur.truncated or ex.truncated
+    return blocks
+
+
+@dataclass
+class Collator:
+    """Right-pads a batch: attention mask for plain examples; packed blocks keep position ids, no mask.
+
+    With ``trim``, logits are computed only from the first position that predicts a response token
+    (``logits_to_keep``) and the labels are cut to match: the prompt part of a 262k-entry LM head is skipped.
+    """
+
+    pad_id: int
+    trim: bool = True
+
+    def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+        packed = "position_ids" in features[0]
+
+        def pad(key: str, value: int | None) -> Any:
+            rows = [f[key] + ([value] * (width - len(f[key])) if value is not None
+                              else list(range(width - len(f[key])))) for f in features]
+            return torch.tensor(rows, dtype=torch.long)
+
+        batch = {"input_ids": pad("input_ids", self.pad_id), "labels": pad("labels", -100)}
+        if packed:  # padding becomes its own "sequence" (positions from 0), masked out of the loss
+            batch["position_ids"] = pad("position_ids", None)
+        else:
+            batch["attention_mask"] = torch.tensor([[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"]))
+                                                    for f in features], dtype=torch.long)
+        start = min(next((i for i, t in enumerate(f["labels"]) if t != -100), width) for f in features) - 1
+        if self.trim and 0 < start < width - 1:  # the model shifts labels: logits[:, i] predict labels[:, i + 1]
+            batch["labels"] = batch["labels"][:, start:]
+            batch["logits_to_keep"] = width - start
+        return batch
