@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from selectune.commands import fail
 from selectune.settings import disable_telemetry
 
 app = typer.Typer(help="Curate instruction-tuning data with the LLM itself, then train on it.",
@@ -21,11 +22,6 @@ app.add_typer(data_app, name="data")
 app.add_typer(score_app, name="score")
 
 OnInvalid = Literal["error", "skip"]
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg="red", err=True)
-    raise typer.Exit(2)
 
 
 @models_app.command("list")
@@ -47,7 +43,7 @@ def models_pull(alias: str) -> None:
     from selectune.models import ALIASES, prepare
 
     if alias not in ALIASES:
-        _fail(f"unknown alias {alias!r}; known: {', '.join(ALIASES)}")
+        fail(f"unknown alias {alias!r}; known: {', '.join(ALIASES)}")
     typer.echo(f"{alias}: {prepare(alias)}")
 
 
@@ -62,7 +58,7 @@ def data_validate(input: Annotated[str, typer.Option("--input", "-i", help="Data
     try:
         res = load_records(input, fmt=format, on_invalid=on_invalid)
     except DataValidationError as err:
-        _fail(str(err))
+        fail(str(err))
     summary = res.summary()
     if res.rejected:
         local = Path(input)  # a hub id's side file goes to the working directory
@@ -105,7 +101,7 @@ def score_selectit_cmd(
                              batch_size=batch_size, max_length=max_length, use_cache=not no_cache)
         res = load_records(input, on_invalid=on_invalid)
     except (ValueError, DataValidationError) as err:
-        _fail(str(err))
+        fail(str(err))
     df = res.records.head(limit) if limit is not None else res.records
     if res.rejected:
         typer.echo(f"rejected rows: {len(res.rejected)} -> "
@@ -114,7 +110,7 @@ def score_selectit_cmd(
     try:
         report = score_selectit(df, cfg, cache)
     except (ValueError, OSError) as err:
-        _fail(str(err))
+        fail(str(err))
     write_parquet(report.table, output)
     m = report.metrics()
     auroc = label_auroc(report.table, "selectit_score")
@@ -158,7 +154,7 @@ def select_cmd(
         try:
             return {key: float(value) for key, value in (item.rsplit("=", 1) for item in items)}
         except ValueError:
-            _fail(f"expected NAME=NUMBER, got {items}")
+            fail(f"expected NAME=NUMBER, got {items}")
 
     try:
         cfg = SelectionConfig(strategy=strategy, by=by, weights=pairs(weight), seed=seed, k=k, threshold=threshold,
@@ -177,7 +173,7 @@ def select_cmd(
             embeddings = embed_records(df, cfg.embedder).vectors
         res = select_records(df, cfg, embeddings)
     except (ValidationError, ValueError, OSError) as err:  # pyarrow's ArrowInvalid is a ValueError
-        _fail(str(err))
+        fail(str(err))
     output.mkdir(parents=True, exist_ok=True)
     write_parquet(res.table, output / "selection.parquet")
     write_parquet(res.selected, output / "selected.parquet")
@@ -200,7 +196,7 @@ def run_cmd(config: Annotated[Path | None, typer.Option(help="YAML recipe (Pipel
     try:
         cfg = load_config(config)
     except (ValidationError, OSError, yaml.YAMLError) as err:
-        _fail(f"{config}: {err}")
+        fail(f"{config}: {err}")
     if limit is not None:
         cfg.data.limit = limit
     if run_dir is not None:
@@ -225,9 +221,9 @@ def compare_cmd(run_ids: Annotated[list[str] | None, typer.Argument(help="MLflow
     try:
         df = collect(run_ids, experiment)
     except Exception as err:  # unknown run id / experiment, unreachable server
-        _fail(str(err))
+        fail(str(err))
     if df.empty:
-        _fail("no pipeline runs found")
+        fail("no pipeline runs found")
     typer.echo(text_table(df))
     typer.echo(f"\nreport: {html_report(df, html, experiment or 'selectune runs')}")
 

@@ -214,14 +214,15 @@ KILLER = """
 import os, signal, sys
 from transformers import TrainerCallback
 from selectune import sft
-from selectune.commands.tune import load_tune_config
+from selectune.commands import stage_config
+from selectune.config import TuneConfig
 
 class Kill(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if state.global_step == 2:
             os.kill(os.getpid(), signal.SIGKILL)
 
-sft.train(load_tune_config(sys.argv[1]), sys.argv[2], sys.argv[3], callbacks=(Kill(),))
+sft.train(stage_config(TuneConfig, "tune", sys.argv[1]), sys.argv[2], sys.argv[3], callbacks=(Kill(),))
 """
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from selectune.commands import run_tracked
+from selectune.commands import fail, run_tracked, stage_config
 
 judge_app = typer.Typer(help="Self-J judge: train it label-free, score responses, pick the best of n.",
                         no_args_is_help=True)
@@ -23,22 +23,17 @@ DTYPE_HELP = "Weights dtype; trained: an adapter's training dtype (auto for othe
 JUDGE_HELP = "Judge: adapter folder, models:/NAME/VERSION, or any causal LM alias/path (untrained)"
 
 
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg="red", err=True)
-    raise typer.Exit(2)
-
-
 def _read_table(path: str) -> Any:
     """Parquet, JSON Lines, JSON array or CSV into a DataFrame."""
     import pandas as pd
 
     p = Path(path)
     if not p.is_file():
-        _fail(f"--input {path}: no such file")
+        fail(f"--input {path}: no such file")
     readers = {".parquet": pd.read_parquet, ".jsonl": lambda f: pd.read_json(f, lines=True), ".json": pd.read_json,
                ".csv": lambda f: pd.read_csv(f, keep_default_na=False)}
     if p.suffix not in readers:
-        _fail(f"--input {path}: unsupported extension {p.suffix!r}; use {', '.join(readers)}")
+        fail(f"--input {path}: unsupported extension {p.suffix!r}; use {', '.join(readers)}")
     return readers[p.suffix](p)
 
 
@@ -70,7 +65,7 @@ def score_cmd(
         jd = load_judge(judge, _dtype(dtype))
         scored = pairs.join(score_pairs(jd, pairs, with_ref, batch_size))
     except (ValueError, OSError) as err:
-        _fail(str(err))
+        fail(str(err))
     write_parquet(scored, output)
     used_ref = "reference" in pairs.columns if with_ref is None else with_ref
     mean = round(float(scored["judge_score"].mean()), 4) if len(scored) else None
@@ -99,7 +94,7 @@ def best_of_cmd(
 
     records = _read_table(input)
     if "instruction" not in records.columns:
-        _fail(f"--input {input}: no 'instruction' column; have {list(records.columns)}")
+        fail(f"--input {input}: no 'instruction' column; have {list(records.columns)}")
     if "input" not in records.columns:
         records["input"] = ""
     if "id" not in records.columns:
@@ -109,7 +104,7 @@ def best_of_cmd(
         best, samples = best_of_n(load_model(model, dtype=_dtype(dtype)), load_judge(judge, _dtype(dtype)), records,
                                   n, temperature, top_p, max_new_tokens, seed)
     except (ValueError, OSError) as err:
-        _fail(str(err))
+        fail(str(err))
     write_parquet(best, output)
     if all_samples is not None:
         write_parquet(samples, all_samples)
@@ -137,20 +132,15 @@ def train_cmd(
     import yaml
     from pydantic import ValidationError
 
-    from selectune.config import JudgeConfig, PipelineConfig
+    from selectune.config import JudgeConfig
     from selectune.settings import disable_telemetry
 
     disable_telemetry()
     try:
-        raw = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}) if config else {}
-        cfg = PipelineConfig.model_validate(raw).judge if "judge" in raw else JudgeConfig.model_validate(raw)
-        overrides = {"model": model, "base": base, "n_samples": n_samples, "max_steps": max_steps,
-                     "register_as": register_as}
-        cfg = JudgeConfig.model_validate({**cfg.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
+        cfg = stage_config(JudgeConfig, "judge", config, model=model, base=base, n_samples=n_samples,
+                           max_steps=max_steps, register_as=register_as)
     except (ValidationError, OSError, yaml.YAMLError) as err:
-        _fail(f"{config}: {err}")
-    if cfg.register_as == "":
-        cfg.register_as = None
+        fail(f"{config}: {err}")
     from selectune.judge_stage import judge_stage
 
     run_tracked("judge", data, output, experiment, lambda out, run_id: judge_stage(cfg, data, out, run_id))
@@ -174,5 +164,5 @@ def answer_cmd(
         res = answer(load_model(model, dtype=_dtype(dtype)), load_judge(judge, _dtype(dtype)), [instruction],
                      [input], threshold, max_new_tokens)[0]
     except (ValueError, OSError) as err:
-        _fail(str(err))
+        fail(str(err))
     typer.echo(json.dumps(res, indent=2) if as_json else f"{res['answer']}\n\n[judge score {res['score']:.2f}]")

@@ -12,13 +12,10 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+from selectune.commands import fail
+
 Dtype = Literal["auto", "float32", "bfloat16"]
 OnInvalid = Literal["error", "skip"]
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg="red", err=True)
-    raise typer.Exit(2)
 
 
 def _records(input: str, on_invalid: str, limit: int | None = None) -> Any:
@@ -27,7 +24,7 @@ def _records(input: str, on_invalid: str, limit: int | None = None) -> Any:
     try:
         df = load_records(input, on_invalid=on_invalid).records  # type: ignore[arg-type]
     except DataValidationError as err:
-        _fail(str(err))
+        fail(str(err))
     return df.head(limit) if limit is not None else df
 
 
@@ -64,11 +61,11 @@ def reflect_cmd(
 
     backend, model = ("openai", teacher.removeprefix("openai:")) if teacher.startswith("openai:") else ("hf", teacher)
     if backend == "openai" and not base_url:
-        _fail("an openai:MODEL teacher needs --base-url (e.g. https://api.openai.com/v1)")
+        fail("an openai:MODEL teacher needs --base-url (e.g. https://api.openai.com/v1)")
     try:
         price = dict(zip(("input", "output"), [float(x) for x in prices.split(",")], strict=True)) if prices else None
     except ValueError:
-        _fail(f"--prices {prices!r}: expected INPUT,OUTPUT in USD per 1M tokens, e.g. 0.15,0.6")
+        fail(f"--prices {prices!r}: expected INPUT,OUTPUT in USD per 1M tokens, e.g. 0.15,0.6")
     try:
         cfg = ReflectionConfig(limit=limit, ifd_max=ifd_max, rifd_max=rifd_max, keep_regardless=keep_regardless,
                                teacher={"backend": backend, "model": model, "base_url": base_url,
@@ -78,7 +75,7 @@ def reflect_cmd(
                                         "max_cost": max_cost, "prices": price, "dtype": dtype},
                                student={"model": student, "template": template, "dtype": dtype})
     except ValidationError as err:
-        _fail(f"bad option: {err}")
+        fail(f"bad option: {err}")
     df = _records(input, on_invalid)
     if dry_run:
         from selectune.recycle import dry_run as estimate
@@ -86,14 +83,14 @@ def reflect_cmd(
         try:
             typer.echo(json.dumps(estimate(cfg, df), indent=2))
         except (ValueError, OSError) as err:
-            _fail(str(err))
+            fail(str(err))
         return
     from selectune.recycle import recycle, write_outputs
 
     try:
         res = recycle(df, cfg)
     except (ValueError, OSError, RuntimeError) as err:  # RuntimeError: the endpoint refuses (key, model, URL)
-        _fail(str(err))
+        fail(str(err))
     output.parent.mkdir(parents=True, exist_ok=True)
     outputs = write_outputs(res, output.parent, output.stem)
     m = res.metrics
@@ -130,12 +127,12 @@ def score_ifd_cmd(
     try:
         cfg = IFDConfig(model=model, template=template, max_length=max_length, batch_size=batch_size, dtype=dtype)
     except ValidationError as err:
-        _fail(f"bad option: {err}")
+        fail(f"bad option: {err}")
     df = _records(input, on_invalid, limit)
     try:
         table = pd.concat([df, ifd_scores(df, cfg)], axis=1)
     except (ValueError, OSError) as err:
-        _fail(str(err))
+        fail(str(err))
     write_parquet(table, output)
     typer.echo(f"scored {len(table)} records -> {output}: median IFD {table['ifd'].median():.4f} "
                f"({(table['ifd'] >= 1).mean():.1%} >= 1), median r-IFD {table['rifd'].median():.4f}, "

@@ -12,18 +12,8 @@ from typing import Annotated
 
 import typer
 
-from selectune.commands import run_tracked
-from selectune.config import PipelineConfig, TuneConfig
-
-
-def load_tune_config(path: str | Path | None) -> TuneConfig:
-    """A pipeline recipe's ``tune:`` section, or a file holding TuneConfig fields alone."""
-    import yaml
-
-    if path is None:
-        return TuneConfig()
-    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    return PipelineConfig.model_validate(raw).tune if "tune" in raw else TuneConfig.model_validate(raw)
+from selectune.commands import fail, run_tracked, stage_config
+from selectune.config import TuneConfig
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,16 +28,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--config", default=None, help="YAML: a pipeline recipe (its tune: section) or TuneConfig")
     ap.add_argument("--max-steps", type=int, default=None, help="Stop after N optimizer steps")
     a = ap.parse_args(argv)
-    overrides = {k: v for k, v in {"base": a.base, "max_steps": a.max_steps}.items() if v is not None}
-    cfg = TuneConfig.model_validate({**load_tune_config(a.config).model_dump(), **overrides})
+    cfg = stage_config(TuneConfig, "tune", a.config, base=a.base, max_steps=a.max_steps)
     res = train(cfg, a.data, a.output)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"adapter": str(res.adapter_dir), **res.metrics}, indent=2))
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg="red", err=True)
-    raise typer.Exit(2)
 
 
 def tune_cmd(
@@ -72,13 +56,9 @@ def tune_cmd(
 
     disable_telemetry()
     try:
-        cfg = load_tune_config(config)
-        overrides = {"base": base, "max_steps": max_steps, "register_as": register_as}
-        cfg = TuneConfig.model_validate({**cfg.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
+        cfg = stage_config(TuneConfig, "tune", config, base=base, max_steps=max_steps, register_as=register_as)
     except (ValidationError, OSError, yaml.YAMLError) as err:
-        _fail(f"{config}: {err}")
-    if cfg.register_as == "":
-        cfg.register_as = None
+        fail(f"{config}: {err}")
     from selectune.tune_stage import tune_stage
 
     run_tracked("tune", data, output, experiment, lambda out, run_id: tune_stage(cfg, data, out, run_id))
