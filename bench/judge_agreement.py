@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from selectune.data import record_id
+from selectune.judge_infer import correlations
 from selectune.metrics import auroc
 
 DEFAULT_INPUT = Path(__file__).resolve().parents[2] / "shared" / "data" / "heldout" / "tulu_human_eval_annotations.xlsx"
@@ -84,8 +85,7 @@ def agreement(score: pd.Series, pairs: pd.DataFrame, prefs: pd.DataFrame) -> dic
     diff = np.array([by_id[a] - by_id[b] for a, b in zip(prefs["a"], prefs["b"], strict=True)])
     sign = np.where(prefs["winner"] == "a", 1.0, -1.0)
     pairwise = float(np.mean(np.where(diff == 0, 0.5, (diff * sign > 0).astype(float))))
-    rank = pd.Series(s).rank().to_numpy()
-    spearman = float(np.corrcoef(rank, pd.Series(pairs["accepted"].to_numpy()).rank().to_numpy())[0, 1])
+    spearman = correlations(s, pairs["accepted"].to_numpy())[1]
     return {"auroc_acceptable": round(auroc(s, majority), 4), "spearman_acceptance": round(spearman, 4),
             "pairwise_accuracy": round(pairwise, 4)}
 

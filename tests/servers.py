@@ -114,13 +114,12 @@ RETRYABLE = {429, 502, 503}  # Prefect's server answers 503 for retryable errors
 def api_call(method: str, url: str, attempts: int = 8, **kwargs: object) -> httpx.Response:
     """One REST call to the Prefect API, retried with exponential backoff on 429 / 502 / 503 as Prefect's own
     client does (a dashboard or script triggering runs must do the same); raises on any other error."""
-    for attempt in range(attempts):
+    for attempt in range(attempts - 1):
         res = httpx.request(method, url, timeout=10, **kwargs)
-        if res.status_code not in RETRYABLE or attempt == attempts - 1:
-            res.raise_for_status()
-            return res
+        if res.status_code not in RETRYABLE:
+            return res.raise_for_status()
         time.sleep(min(0.25 * 2**attempt, 8.0))
-    raise AssertionError("unreachable")
+    return httpx.request(method, url, timeout=10, **kwargs).raise_for_status()
 
 
 def wait_flow_run(api: str, flow_run_id: str, timeout: float = 300) -> dict:
