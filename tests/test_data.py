@@ -19,8 +19,9 @@ from selectune.data import (
     write_parquet,
     write_rejections,
 )
+from tests.fixtures import SHARED_DATA
 
-CHERRY = Path(__file__).resolve().parents[2] / "shared/data/cherry_alpaca_3k.json"
+CHERRY = SHARED_DATA / "cherry_alpaca_3k.json"
 
 ROWS = [
     {"instruction": "Give three tips for staying healthy.", "input": "", "output": "Eat, sleep, move."},

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
 from selectune.data import LoadResult, load_records
+from tests.fixtures import DEMO
 
-DEMO = Path(__file__).resolve().parents[1] / "data" / "demo" / "demo.json"
 CATEGORIES = {"facts", "how-to", "rewriting", "math", "code", "classification"}
 DEFECTS = {"wrong_answer", "truncated", "off_topic", "instruction_ignored", "near_empty"}
 

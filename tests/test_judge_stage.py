@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 
 from selectune.config import JudgeConfig
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.fixtures import DEMO
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +158,7 @@ def test_embedded_models_smoke(mlflow_store: str, tmp_path: Path) -> None:
     from selectune.data import load_records, write_parquet
     from selectune.judge_stage import judge_stage
 
-    df = load_records(ROOT / "data" / "demo" / "demo.json").records.head(4)
+    df = load_records(DEMO).records.head(4)
     path = str(write_parquet(df, tmp_path / "demo4.parquet"))
     cfg = JudgeConfig(base="smollm2-135m-instruct", n_samples=1, max_new_tokens=8, max_steps=1, batch_size=2,
                       grad_accum=1, max_length=160, eval_fraction=0.5, register_as=None)

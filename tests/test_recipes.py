@@ -8,16 +8,16 @@ import pytest
 from pydantic import ValidationError
 
 from selectune.config import PipelineConfig, SelectITConfig, load_config
+from tests.fixtures import RECIPES
 
-ROOT = Path(__file__).resolve().parents[1]
-RECIPES = sorted((ROOT / "deployments" / "recipes").glob("*.yaml"))
+RECIPE_FILES = sorted(RECIPES.glob("*.yaml"))
 
 
 def test_recipes_exist() -> None:
-    assert RECIPES, "no deployments/recipes/*.yaml found"
+    assert RECIPE_FILES, "no deployments/recipes/*.yaml found"
 
 
-@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+@pytest.mark.parametrize("recipe", RECIPE_FILES, ids=lambda p: p.name)
 def test_recipe_loads(recipe: Path) -> None:
     cfg = load_config(recipe)
     assert isinstance(cfg, PipelineConfig)

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from openai_server import FakeOpenAI
 from typer.testing import CliRunner
 
 from selectune.config import IFDConfig, ReflectionConfig
 from selectune.data import record_id
 from selectune.reflection import VARIANTS, gate, response_messages
+from tests.fixtures import OPENAI_SERVER
+from tests.fixtures.openai_server import FakeOpenAI
 
 Q0, Q3 = "What is the capital of France?", "Write a python function that returns the sum of a list."
 Q0S, Q2S, Q3S = ("Explain why Paris became the capital of France.",
@@ -262,18 +263,17 @@ def test_empty_input_and_bad_records(env: Path) -> None:
 
 
 def test_cli_reflect_against_standalone_reflector_server(env: Path, tiny_model: str, records: pd.DataFrame) -> None:
-    """The documented demo procedure: ``tests/openai_server.py`` in reflector mode as its own process (a 429 with
+    """The documented demo procedure: ``tests/fixtures/openai_server.py`` in reflector mode as its own process (a 429 with
     Retry-After on every prompt's first call), the installed ``selectune reflect`` command as another."""
     import subprocess
     import sys
     import urllib.request
 
-    here = Path(__file__).parent
     script = env.parent / "script.json"
     script.write_text(json.dumps({"reflector": True, "faults": [{"kind": "429", "calls": [1], "retry_after": 0}]}))
     data = env.parent / "in.json"
     data.write_text(records[["instruction", "input", "output"]].to_json(orient="records"))
-    server = subprocess.Popen([sys.executable, str(here / "openai_server.py"), "--port", "0", "--script",
+    server = subprocess.Popen([sys.executable, str(OPENAI_SERVER), "--port", "0", "--script",
                                str(script)], stdout=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{int(server.stdout.readline().split()[1])}"

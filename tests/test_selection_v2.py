@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from selectune.config import SelectionConfig
 from selectune.selection import select, select_records
+from tests.fixtures import DEMO
 
 
 def frame(scores: list[float], **cols: list) -> pd.DataFrame:
@@ -304,7 +305,7 @@ def scored_demo(tmp_path: Path) -> Path:
     """Demo records with a score that separates the labels perfectly (AUROC 1)."""
     from selectune.data import load_records, write_parquet
 
-    df = load_records(Path(__file__).resolve().parents[1] / "data" / "demo" / "demo.json").records
+    df = load_records(DEMO).records
     jitter = np.array([int(i[:6], 16) for i in df["id"]]) / 16**6 * 0.5
     df["selectit_score"] = (df["label"] == "good").astype(float) + jitter
     return write_parquet(df, tmp_path / "scored.parquet")

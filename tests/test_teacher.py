@@ -21,12 +21,10 @@ from selectune import teacher_openai
 from selectune.config import TeacherConfig
 from selectune.teacher import estimate, make_teacher
 from selectune.teacher_openai import TeacherConfigError
-
-sys.path.insert(0, str(Path(__file__).parent))
-from openai_server import PLAIN, FakeOpenAI  # noqa: E402
+from tests.fixtures import OPENAI_SERVER, ROOT
+from tests.fixtures.openai_server import PLAIN, FakeOpenAI
 
 KEY = "sk-test-9f8e7d6c5b4a-never-log-me"
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -130,7 +128,7 @@ def test_cache_second_run_makes_no_calls(tmp_path: Path) -> None:
 def test_kill_resume_repeats_no_finished_call(tmp_path: Path) -> None:
     script = tmp_path / "script.json"
     script.write_text(json.dumps({"delay": 0.3}))
-    server = subprocess.Popen([sys.executable, str(Path(__file__).parent / "openai_server.py"), "--port", "0",
+    server = subprocess.Popen([sys.executable, str(OPENAI_SERVER), "--port", "0",
                                "--script", str(script)], stdout=subprocess.PIPE, text=True)
     try:
         port = int(server.stdout.readline().split()[1])

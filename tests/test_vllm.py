@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from selectune import vllm_backend
+from tests.fixtures import DEMO
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
@@ -40,7 +40,7 @@ gpu = pytest.mark.skipif(not (HAS_VLLM and _cuda()), reason="needs vllm and a CU
 def demo() -> pd.DataFrame:
     from selectune.data import load_records
 
-    path = Path(__file__).resolve().parents[1] / "data/demo/demo.json"
+    path = DEMO
     return load_records(path).records.head(8).reset_index(drop=True)
 
 

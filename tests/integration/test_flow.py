@@ -164,12 +164,12 @@ def test_flow_with_reflection_key_from_secret_block(prefect_server, mlflow_store
     Secret block (no environment variable): the key is sent, never stored; MLflow has the recycle child run
     and the teacher totals; the scored set is the recycled one."""
     from mlflow.tracking import MlflowClient
-    from openai_server import FakeOpenAI
     from prefect.blocks.system import Secret
     from test_recycle import scripted
 
     from flows.curate import run_pipeline as curate
     from selectune.config import ReflectionConfig
+    from tests.fixtures.openai_server import FakeOpenAI
 
     key = "sk-flow-secret-4d1c9e"
     Secret(value=key).save("teacher-key-flow-test", overwrite=True)

@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from servers import api_call, mlflow_server, prefect_server, prefect_worker, wait_flow_run
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.fixtures import ROOT
+from tests.fixtures.servers import api_call, mlflow_server, prefect_server, prefect_worker, wait_flow_run
+
 POOL = "test-pool"
 
 

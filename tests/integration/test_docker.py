@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-DOCKER = Path(__file__).resolve().parents[1] / "docker"
+from tests.fixtures import ROOT
+
+DOCKER = ROOT / "docker"
 SECRETS = ("PREFECT_DB_PASSWORD", "MLFLOW_DB_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD")
 CORE = {"prefect-db", "prefect-server", "worker", "mlflow-db", "mlflow", "minio", "minio-init"}
 

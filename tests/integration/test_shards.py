@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from servers import prefect_server
 
 from selectune import shards
 from selectune.config import ScaleConfig, SelectITConfig
 from selectune.data import record_id, write_parquet
+from tests.fixtures.servers import prefect_server
 
 R = 5  # built-in rating prompts
 
