@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from tests.fixtures import ROOT
-from tests.fixtures.tiny import build_tiny_model
+from tests.fixtures.tiny import build_tiny_embedder, build_tiny_model
 
 # Isolate every test session: its own caches and fingerprints. Converted embedded models (a one-off 20-50 s
 # conversion each) are kept in a folder of this checkout (git-ignored) so repeated runs don't redo it; the
@@ -32,6 +32,11 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def tiny_model_2(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny2") / "tiny-llama-b", seed=1))
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return build_tiny_embedder(tmp_path_factory.mktemp("embedder"))
 
 
 @pytest.fixture

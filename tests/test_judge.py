@@ -14,28 +14,6 @@ from selectune.judge import digit_ids, expected_score, make_labels
 from selectune.judge_infer import correlations, coverage_curve, decide
 
 
-def build_tiny_embedder(path: Path, tokenizer_dir: str) -> str:
-    """A real (random) 1-layer BERT sentence-transformers folder using the tiny model's tokenizer."""
-    import torch
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers import models as stm
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    torch.manual_seed(0)
-    bert = BertModel(BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                intermediate_size=32, max_position_embeddings=512, pad_token_id=tok.pad_token_id))
-    bert.save_pretrained(path / "bert")
-    tok.save_pretrained(path / "bert")
-    SentenceTransformer(modules=[stm.Transformer(str(path / "bert")), stm.Pooling(16, "mean")]).save(str(path / "st"))
-    return str(path / "st")
-
-
-@pytest.fixture(scope="module")
-def tiny_embedder(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    return build_tiny_embedder(tmp_path_factory.mktemp("emb"), tiny_model)
-
-
 def _pairs(records: pd.DataFrame) -> pd.DataFrame:
     rev = records["output"].iloc[::-1].tolist()
     return pd.DataFrame({"instruction": records["instruction"], "input": records["input"], "response": rev,

@@ -13,13 +13,6 @@ from selectune.config import JudgeConfig
 from tests.fixtures import DEMO
 
 
-@pytest.fixture(scope="module")
-def tiny_embedder(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    from test_judge import build_tiny_embedder
-
-    return build_tiny_embedder(tmp_path_factory.mktemp("emb"), tiny_model)
-
-
 def _cfg(tiny_model: str, embedder: str, **kw: object) -> JudgeConfig:
     base = dict(base=tiny_model, n_samples=2, max_new_tokens=6, embedder=embedder, max_steps=4, batch_size=4,
                 grad_accum=1, save_steps=1000, dtype="float32", eval_fraction=0.34, threshold=4.5)

@@ -16,33 +16,7 @@ from selectune.data import record_id
 from selectune.reflection import VARIANTS, gate, response_messages
 from tests.fixtures import OPENAI_SERVER
 from tests.fixtures.openai_server import FakeOpenAI
-
-Q0, Q3 = "What is the capital of France?", "Write a python function that returns the sum of a list."
-Q0S, Q2S, Q3S = ("Explain why Paris became the capital of France.",
-                 "Translate 'good evening, friends' into French and explain the greeting.",
-                 "Write a python function that returns the sum of the squares of a list.")
-CODE = "```python\ndef sq(xs):\n    return sum(x * x for x in xs)\n```"
-# instruction -> {prompt kind: reply}; anything else gets "reply: <prompt>" (no markers)
-SCRIPT = {
-    Q0: {"instruction": f"The instruction is trivial.\n**[New Instruction]** {Q0S} **[End]**\n**[New Answer]** "
-                        "Paris grew around the royal court of the Capetian kings. **[End]**",
-         "response": "Too short.\n[Better Answer] Paris is the capital and largest city of France. [End]"},
-    Q0S: {"response": "[Better Answer] The Capetian kings made Paris their seat, and it stayed the capital. [End]"},
-    "Add two and three.": {"instruction": "This instruction is fine as it is.",
-                           "response": "[Better Answer] 2 + 3 = 5: start at two and count three more. [End]"},
-    "Translate to French": {"instruction": f"[New Instruction] {Q2S} [End]\n[New Answer] Bonsoir, les amis. [End]"},
-    Q2S: {"response": "I cannot improve this answer."},
-    Q3: {"instruction": f"### [New Instruction]\n{Q3S}\n### [End]\n### [New Answer]\n{CODE}\n",
-         "response": "[Better Answer]\n```python\ndef total(xs):\n    return sum(xs)\n```\nIt adds them. [End]"},
-    Q3S: {"response": "[Better Answer] def sq(xs): return sum(x * x for x in xs) [End]"},
-    "List three colors.": {"instruction": "[New Instruction] List three primary colors. [End] [New Answer] [End]"},
-}
-
-
-def scripted(prompt: str) -> str:
-    instruction = prompt.split("[Instruction]\n", 1)[1].split("\n\n[", 1)[0]
-    kind = "instruction" if "[New Instruction] <the new instruction> [End]" in prompt else "response"
-    return SCRIPT.get(instruction, {}).get(kind, f"reply: {prompt}")
+from tests.fixtures.scripted_teacher import CODE, Q0, Q0S, Q2S, Q3, Q3S, SCRIPT, scripted
 
 
 def extract(reply: str, marker: str) -> str:
@@ -263,8 +237,8 @@ def test_empty_input_and_bad_records(env: Path) -> None:
 
 
 def test_cli_reflect_against_standalone_reflector_server(env: Path, tiny_model: str, records: pd.DataFrame) -> None:
-    """The documented demo procedure: ``tests/fixtures/openai_server.py`` in reflector mode as its own process (a 429 with
-    Retry-After on every prompt's first call), the installed ``selectune reflect`` command as another."""
+    """The documented demo procedure: ``tests/fixtures/openai_server.py`` in reflector mode as its own process (a
+    429 with Retry-After on every prompt's first call), the installed ``selectune reflect`` command as another."""
     import subprocess
     import sys
     import urllib.request

@@ -236,40 +236,6 @@ def test_config_errors(cfg: dict, match: str) -> None:
 # --------------------------------------------------------------------------- embeddings and the stage
 
 
-def build_tiny_embedder(path: Path) -> str:
-    """A 1-layer random BERT with a WordPiece tokenizer, saved as a sentence-transformers folder (mean pooling)."""
-    import torch
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.models import Pooling, Transformer
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(["write a python function that returns the sum of a list",
-                             "what is the capital of france paris", "add two and three translate good morning"],
-                            trainers.WordPieceTrainer(vocab_size=300, special_tokens=special, show_progress=False))
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[(t, tok.token_to_id(t)) for t in ("[CLS]", "[SEP]")])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]")
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(fast), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=256)
-    BertModel(cfg).save_pretrained(path / "bert")
-    fast.save_pretrained(path / "bert")
-    st = SentenceTransformer(modules=[Transformer(str(path / "bert"), max_seq_length=128), Pooling(32)])
-    st.save(str(path / "st"))
-    return str(path / "st")
-
-
-@pytest.fixture(scope="module")
-def tiny_embedder(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return build_tiny_embedder(tmp_path_factory.mktemp("embedder"))
-
-
 def test_embedding_cache_embeds_only_new_records(tiny_embedder: str, records: pd.DataFrame, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from sentence_transformers import SentenceTransformer

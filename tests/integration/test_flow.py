@@ -165,11 +165,11 @@ def test_flow_with_reflection_key_from_secret_block(prefect_server, mlflow_store
     and the teacher totals; the scored set is the recycled one."""
     from mlflow.tracking import MlflowClient
     from prefect.blocks.system import Secret
-    from test_recycle import scripted
 
     from flows.curate import run_pipeline as curate
     from selectune.config import ReflectionConfig
     from tests.fixtures.openai_server import FakeOpenAI
+    from tests.fixtures.scripted_teacher import scripted
 
     key = "sk-flow-secret-4d1c9e"
     Secret(value=key).save("teacher-key-flow-test", overwrite=True)
