@@ -108,7 +108,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     df = load_records(args.input, args.n)
     n, dev = len(df), best_device()
-    cfg = IFDConfig(model=args.model, template=args.template, max_length=args.max_length, dtype=args.dtype,
+    cfg = IFDConfig(model=args.model, template=args.template, max_tokens=args.max_length, dtype=args.dtype,
                     batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens, attn_implementation=args.attn)
     eng_dtype = resolve_dtype(args.dtype, dev)
     torch.manual_seed(0)

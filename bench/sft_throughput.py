@@ -109,7 +109,7 @@ def load_records(path: Path, n: int) -> pd.DataFrame:
 def run_ours(args: argparse.Namespace, data: Path, out: Path) -> dict[str, Any]:
     clock = StepClock()
     cfg = TuneConfig(base=args.model, max_steps=args.steps, batch_size=args.batch_size, grad_accum=1,
-                     max_length=args.max_length, eval_fraction=0.0, eval_prompts=0, save_steps=10**6,
+                     max_tokens=args.max_length, eval_fraction=0.0, eval_prompts=0, save_steps=10**6,
                      dtype=args.dtype, register_as=None, warmup_ratio=0.0)
     res = sft.train(cfg, data, out, callbacks=(clock,))
     seconds, tokens = clock.rate()

@@ -95,10 +95,10 @@ def score_selectit_cmd(
     from selectune.settings import home
 
     try:
-        cfg = SelectITConfig(models=model or SelectITConfig().models, k=k, alpha=alpha, dtype=dtype,
+        cfg = SelectITConfig(models=model or SelectITConfig().models, rating_scale=k, std_penalty=alpha, dtype=dtype,
                              weights=[float(w) for w in weights.split(",")] if weights else None,
                              normalization=normalization, layout=layout, rating_prompts_file=rating_prompts,
-                             batch_size=batch_size, max_length=max_length, use_cache=not no_cache)
+                             batch_size=batch_size, max_tokens=max_length, use_cache=not no_cache)
         res = load_records(input, on_invalid=on_invalid)
     except (ValueError, DataValidationError) as err:
         fail(str(err))
@@ -157,9 +157,9 @@ def select_cmd(
             fail(f"expected NAME=NUMBER, got {items}")
 
     try:
-        cfg = SelectionConfig(strategy=strategy, by=by, weights=pairs(weight), seed=seed, k=k, threshold=threshold,
-                              fraction=fraction if fraction is not None else 0.2, min_length=min_length,
-                              max_length=max_length, quotas=pairs(quota), diversity_threshold=diversity,
+        cfg = SelectionConfig(strategy=strategy, by=by, weights=pairs(weight), seed=seed, top_k=k, threshold=threshold,
+                              fraction=fraction if fraction is not None else 0.2, min_chars=min_length,
+                              max_chars=max_length, quotas=pairs(quota), diversity_threshold=diversity,
                               judge=judge)
         df = pd.read_parquet(input)
         if cfg.judge:

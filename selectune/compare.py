@@ -36,7 +36,7 @@ PLOTTED = ["selected", "AUROC (demo labels)", "tuned held-out loss", "judge mean
 
 
 def _budget(params: dict[str, str]) -> str:
-    for key, label in (("selection.k", "k="), ("selection.threshold", ">="), ("selection.fraction", "top ")):
+    for key, label in (("selection.top_k", "k="), ("selection.threshold", ">="), ("selection.fraction", "top ")):
         if params.get(key):
             return f"{label}{params[key]}"
     return ""

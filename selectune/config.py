@@ -2,15 +2,86 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+Dtype = Literal["auto", "float32", "bfloat16"]
+DEFAULT_STUDENT = "gemma-3-270m"  # the model a user tunes, the first rater, the judge base
+DEFAULT_TEACHER = "smollm2-135m-instruct"  # the reflecting teacher, the second rater
+DEFAULT_EMBEDDER = "minilm-l6"
+
 
 class _Config(BaseModel):
+    """A stage config: unknown fields are errors; ``renamed`` maps old field names to new ones, accepted with a
+    FutureWarning for one release."""
+
     model_config = ConfigDict(extra="forbid")
+    renamed: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_old_names(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not cls.renamed:
+            return data
+        data = dict(data)
+        for old, new in cls.renamed.items():
+            if old not in data:
+                continue
+            if new in data:
+                raise ValueError(f"{cls.__name__}: both {old!r} and {new!r} given; {old!r} is the old name of {new!r}")
+            warnings.warn(f"{cls.__name__}: the field {old!r} is now {new!r}; the old name is accepted until "
+                          "selectune 0.3", FutureWarning, stacklevel=2)
+            data[new] = data.pop(old)
+        return data
+
+
+class ModelOptions(_Config):
+    """How a model is loaded."""
+
+    dtype: Dtype = Field("auto", description="Weights dtype; auto = bfloat16 where the hardware supports it")
+    trust_remote_code: bool = Field(False, description="Allow model repos to run their own code")
+
+
+class BatchedScoring(ModelOptions):
+    """Forward passes over length-sorted, padded batches (SelectIT ratings, IFD losses)."""
+
+    batch_size: int = Field(16, ge=1, description="Max sequences per forward pass (length-sorted batches)")
+    max_batch_tokens: int | None = Field(None, ge=64, description="Max padded tokens per forward pass; default "
+                                         "1024 on CPU (activations stay in cache), 32768 on GPU")
+    attn_implementation: Literal["auto", "eager", "sdpa"] = Field("auto", description="auto = eager for "
+                                                                 "bfloat16 on CPU (faster there), else sdpa")
+    max_tokens: int = Field(1024, ge=32, description="Token limit per sequence")
+
+
+class LoRATraining(ModelOptions):
+    """LoRA (peft) on a frozen base with the transformers Trainer: shared by tuning and the judge."""
+
+    base: str = Field(DEFAULT_STUDENT, description="Base model: alias, local folder or hub id")
+    template: Literal["auto", "alpaca", "chat"] = Field("auto", description="auto: the chat template when the "
+                                                        "tokenizer has one and the model is instruction-tuned "
+                                                        "(instruct alias, or instruct/chat/-it in its name), "
+                                                        "else Stanford Alpaca")
+    lora_r: int = Field(16, ge=1, description="LoRA rank")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
+    target_modules: list[str] | None = Field(None, description="Default: attention and MLP projections found")
+    max_tokens: int = Field(512, ge=16, description="Token limit per training example (longer ones are cut, "
+                            "counted)")
+    epochs: float = Field(3.0, gt=0, description="Training epochs")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps")
+    save_steps: int = Field(50, ge=1, description="Checkpoint every N optimizer steps under <output>/checkpoints; "
+                            "a re-run with the same output resumes from the last one")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate (cosine schedule)")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Linear warmup fraction")
+    batch_size: int = Field(4, ge=1, description="Per-device micro-batch")
+    grad_accum: int = Field(4, ge=1, description="Gradient accumulation steps")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory")
+    seed: int = Field(0, description="Training seed")
+    register_as: str | None = Field(None, description="MLflow Model Registry name (None: skip)")
 
 
 class DataConfig(_Config):
@@ -24,33 +95,28 @@ class DataConfig(_Config):
     limit: int | None = Field(None, ge=1, description="Keep only the first N valid records (smoke runs)")
 
 
-class SelectITConfig(_Config):
+class SelectITConfig(BatchedScoring):
     """SelectIT scoring (arXiv 2402.16705): token, sentence and model level uncertainty-aware ratings."""
 
-    models: list[str] = Field(["gemma-3-270m", "smollm2-135m-instruct"], min_length=1,
+    renamed: ClassVar[dict[str, str]] = {"k": "rating_scale", "alpha": "std_penalty", "max_length": "max_tokens"}
+    models: list[str] = Field([DEFAULT_STUDENT, DEFAULT_TEACHER], min_length=1,
                               description="Raters: aliases, local folders or hub ids")
     weights: list[float] | None = Field(None, description="Model-level weights; default proportional to "
                                         "each rater's parameter count (the paper's theta)")
-    k: int = Field(5, ge=2, le=9, description="Rating scale 1..K (single-token digits)")
-    alpha: float = Field(0.2, ge=0, description="Sentence level: mean / (1 + alpha * std)")
+    rating_scale: int = Field(5, ge=2, le=9, description="Ratings 1..K, K = this (single-token digits)")
+    std_penalty: float = Field(0.2, ge=0, description="Sentence level: mean / (1 + std_penalty * std) over the "
+                               "rating prompts (the paper's alpha)")
     normalization: Literal["paper", "official"] = Field("paper", description="paper: p/sum(p); official: "
                                                         "additionally softmax of the normalized probabilities")
     layout: Literal["official", "chat"] = Field("official", description="official prompt text, or the same "
                                                 "content in each model's chat template")
     rating_prompts_file: str | None = Field(None, description="One rating prompt per line; replaces the "
                                             "built-in prompts")
-    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto = bfloat16 where the "
-                                                          "hardware supports it")
     batch_size: int = Field(64, ge=1, description="Max ratings per forward pass (length-sorted batches)")
-    max_batch_tokens: int | None = Field(None, ge=64, description="Max padded tokens per forward pass; default "
-                                         "1024 on CPU (activations stay in cache), 32768 on GPU")
-    attn_implementation: Literal["auto", "eager", "sdpa"] = Field("auto", description="auto = eager for "
-                                                                 "bfloat16 on CPU (faster there), else sdpa")
-    max_length: int = Field(1024, ge=32, description="Token limit per rating prompt")
+    max_tokens: int = Field(1024, ge=32, description="Token limit per rating prompt")
     truncation: Literal["right", "error"] = Field("right", description="right: cut the end of the response, "
                                                   "keeping the answer cue; error: refuse over-long records")
     use_cache: bool = Field(True, description="Reuse ratings from the content-addressed score cache")
-    trust_remote_code: bool = Field(False, description="Allow model repos to run their own code")
 
     @model_validator(mode="after")
     def _weights_match(self) -> SelectITConfig:
@@ -63,6 +129,8 @@ class SelectionConfig(_Config):
     """Subset selection: rank by one score or a weighted combination, with baselines, constraints and an optional
     diversity pass. Budget: top fraction (SelectIT's 20%), top-k, or a score threshold."""
 
+    renamed: ClassVar[dict[str, str]] = {"k": "top_k", "min_length": "min_chars", "max_length": "max_chars"}
+
     strategy: Literal["top", "combined", "random", "full"] = Field("top", description="top: rank by `by`; "
                                                                    "combined: weighted sum of rank-normalized "
                                                                    "columns; random (seeded) and full: baselines")
@@ -70,17 +138,17 @@ class SelectionConfig(_Config):
     weights: dict[str, float] | None = Field(None, description="combined: {column: weight}; a negative weight "
                                              "means lower is better (e.g. ifd)")
     fraction: float | None = Field(0.2, gt=0, le=1, description="Keep this top fraction")
-    k: int | None = Field(None, ge=1, description="Keep the top k (overrides fraction)")
+    top_k: int | None = Field(None, ge=1, description="Keep the top k (overrides fraction)")
     threshold: float | None = Field(None, description="Keep scores >= threshold (overrides fraction)")
     seed: int = Field(0, description="Seed of the random baseline")
-    min_length: int | None = Field(None, ge=0, description="Drop records whose response is shorter (characters)")
-    max_length: int | None = Field(None, ge=1, description="Drop records whose response is longer (characters)")
+    min_chars: int | None = Field(None, ge=0, description="Drop records whose response has fewer characters")
+    max_chars: int | None = Field(None, ge=1, description="Drop records whose response has more characters")
     category_column: str = Field("category", description="Column used by quotas (when it exists)")
     quotas: dict[str, float] | None = Field(None, description="Per-category cap: a count (>= 1) or a fraction "
                                             "of the budget (< 1)")
     diversity_threshold: float | None = Field(None, gt=0, le=1, description="DEITA-style pass: accept a record "
                                               "only if its cosine similarity to every accepted one is below this")
-    embedder: str = Field("minilm-l6", description="Sentence embedder for the diversity pass")
+    embedder: str = Field(DEFAULT_EMBEDDER, description="Sentence embedder for the diversity pass")
     judge: str | None = Field(None, description="Score every record with this Self-J judge (adapter folder or "
                               "models:/NAME/VERSION|latest) before selecting: adds the column judge_score "
                               "(0-9, reference-free) to rank by or combine, e.g. weights {selectit_score: 1, "
@@ -91,29 +159,29 @@ class SelectionConfig(_Config):
         if self.strategy == "combined" and not any((self.weights or {}).values()):
             raise ValueError("strategy 'combined' needs weights with at least one non-zero value, e.g. "
                              "{selectit_score: 1.0, ifd: -0.5}")
-        if self.strategy == "random" and self.k is None and self.threshold is not None:
+        if self.strategy == "random" and self.top_k is None and self.threshold is not None:
             raise ValueError("strategy 'random' takes a k or fraction budget, not a threshold")
         for cat, q in (self.quotas or {}).items():
             if not (0 < q < 1 or (q >= 1 and float(q).is_integer())):
                 raise ValueError(f"quota for category {cat!r} must be a whole count >= 1 or a fraction in "
                                  f"(0, 1), got {q}")
-        if self.min_length is not None and self.max_length is not None and self.min_length > self.max_length:
-            raise ValueError(f"min_length {self.min_length} > max_length {self.max_length}")
+        if self.min_chars is not None and self.max_chars is not None and self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars {self.min_chars} > max_chars {self.max_chars}")
         return self
 
     def criteria(self) -> dict[str, float | int]:
-        if self.k is not None:
-            return {"k": self.k}
+        if self.top_k is not None:
+            return {"k": self.top_k}
         if self.threshold is not None:
             return {"threshold": self.threshold}
         return {"fraction": self.fraction if self.fraction is not None else 0.2}
 
 
-class TeacherConfig(_Config):
+class TeacherConfig(ModelOptions):
     """The reflecting teacher: a local transformers model or any OpenAI-compatible endpoint."""
 
     backend: Literal["hf", "openai"] = Field("hf", description="hf: local model; openai: OpenAI-compatible API")
-    model: str = Field("smollm2-135m-instruct", description="Alias/path/hub id (hf) or the served model name")
+    model: str = Field(DEFAULT_TEACHER, description="Alias/path/hub id (hf) or the served model name")
     base_url: str | None = Field(None, description="openai: endpoint, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str = Field("OPENAI_API_KEY", description="openai: environment variable holding the key")
     api_key_secret: str | None = Field(None, description="openai: Prefect Secret block name holding the key "
@@ -129,23 +197,14 @@ class TeacherConfig(_Config):
     max_calls: int | None = Field(None, ge=0, description="Stop cleanly after this many new (uncached) calls")
     max_cost: float | None = Field(None, ge=0, description="Stop cleanly when the estimated cost reaches this")
     prices: dict[str, float] | None = Field(None, description="USD per 1M tokens: {input: x, output: y}")
-    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="hf: weights dtype")
-    trust_remote_code: bool = Field(False, description="hf: allow model repos to run their own code")
 
 
-class IFDConfig(_Config):
+class IFDConfig(BatchedScoring):
     """Student statistics: IFD = ppl(A|Q)/ppl(A) and reversed IFD = ppl(Q|A')/ppl(Q) (arXiv 2402.10110)."""
 
-    model: str = Field("gemma-3-270m", description="The student: the model the user will tune")
+    renamed: ClassVar[dict[str, str]] = {"max_length": "max_tokens"}
+    model: str = Field(DEFAULT_STUDENT, description="The student: the model the user will tune")
     template: Literal["alpaca", "vicuna", "chat"] = Field("alpaca", description="Prompt template around Q")
-    max_length: int = Field(1024, ge=32, description="Token limit per sequence (longer ones are truncated)")
-    batch_size: int = Field(16, ge=1, description="Max sequences per forward pass (length-sorted)")
-    max_batch_tokens: int | None = Field(None, ge=64, description="Max padded tokens per pass; default 1024 "
-                                         "on CPU, 32768 on GPU")
-    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto = bfloat16 where supported")
-    attn_implementation: Literal["auto", "eager", "sdpa"] = Field("auto", description="auto = eager for "
-                                                                 "bfloat16 on CPU, else sdpa")
-    trust_remote_code: bool = Field(False, description="Allow model repos to run their own code")
 
 
 class ReflectionConfig(_Config):
@@ -165,51 +224,32 @@ class ReflectionConfig(_Config):
     keep_regardless: bool = Field(False, description="Keep the chosen pair even when the thresholds fail")
 
 
-class TuneConfig(_Config):
+class TuneConfig(LoRATraining):
     """LoRA instruction tuning (peft) on the selected subset."""
 
+    renamed: ClassVar[dict[str, str]] = {"max_length": "max_tokens"}
     enabled: bool = Field(True, description="Run the tuning stage in the pipeline flow")
-    base: str = Field("gemma-3-270m", description="Base model: alias, local folder or hub id")
-    template: Literal["auto", "alpaca", "chat"] = Field("auto", description="auto: the chat template when the "
-                                                        "tokenizer has one and the model is instruction-tuned "
-                                                        "(instruct alias, or instruct/chat/-it in its name), "
-                                                        "else Stanford Alpaca")
-    lora_r: int = Field(16, ge=1, description="LoRA rank")
-    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator")
-    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
-    target_modules: list[str] | None = Field(None, description="Default: attention and MLP projections found")
-    max_length: int = Field(512, ge=16, description="Token limit per example (longer ones truncated, counted)")
-    packing: bool = Field(False, description="Pack examples into max_length sequences")
-    epochs: float = Field(3.0, gt=0, description="Training epochs")
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps")
-    save_steps: int = Field(50, ge=1, description="Checkpoint (and eval loss) every N optimizer steps under "
-                            "<output>/checkpoints; a re-run with the same output resumes from the last one")
-    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate (cosine schedule)")
-    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Linear warmup fraction")
-    batch_size: int = Field(4, ge=1, description="Per-device micro-batch")
-    grad_accum: int = Field(4, ge=1, description="Gradient accumulation steps")
-    gradient_checkpointing: bool = Field(False, description="Trade compute for memory")
+    packing: bool = Field(False, description="Pack examples into max_tokens sequences")
     eval_fraction: float = Field(0.1, ge=0, lt=1, description="Held-out split of the selected set for eval loss")
     heldout: str | None = Field(None, description="Held-out records (any data format) for evaluation; default "
                                 "the eval split")
     eval_prompts: int = Field(8, ge=0, description="Generations logged as an MLflow table after training")
     max_new_tokens: int = Field(128, ge=1, description="Tokens per evaluation generation")
-    seed: int = Field(0, description="Training seed")
-    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto = bfloat16 where supported")
     merge: bool = Field(False, description="Also save the merged model")
     register_as: str | None = Field("selectune-sft", description="MLflow Model Registry name (None: skip)")
-    trust_remote_code: bool = Field(False, description="Allow model repos to run their own code")
 
 
-class JudgeConfig(_Config):
+class JudgeConfig(LoRATraining):
     """Self-J (arXiv 2409.00935): a judge trained without human labels. The model under evaluation samples
     responses, rates them 0-9 against the gold reference, and the rating is recalibrated by the cosine to the
     reference; a LoRA judge learns to predict the label with and without the reference (self-distillation)."""
 
+    renamed: ClassVar[dict[str, str]] = {"max_length": "max_tokens", "alpha": "ref_free_weight",
+                                         "beta": "kl_weight"}
     enabled: bool = Field(False, description="Run the judge stage in the pipeline flow (after tuning)")
     model: str | None = Field(None, description="Model under evaluation: alias, folder, adapter folder or "
                               "models:/NAME/VERSION; default the tuned model of the tune stage")
-    base: str = Field("gemma-3-270m", description="Judge base model (LoRA-tuned into the judge); the tune "
+    base: str = Field(DEFAULT_STUDENT, description="Judge base model (LoRA-tuned into the judge); the tune "
                       "stage's base by default")
     template: Literal["auto", "alpaca", "chat"] = Field("auto", description="Prompt template around the judge "
                                                         "prompt (auto as in tune)")
@@ -220,21 +260,17 @@ class JudgeConfig(_Config):
     seed: int = Field(0, description="Seed of sampling, of the held-out split and of training")
     lambda_cos: float = Field(0.5, ge=0, le=1, description="Label = (1 - lambda) * self-eval + lambda * 9 * "
                               "max(cosine, 0)")
-    embedder: str = Field("minilm-l6", description="Sentence embedder for the response-reference cosine")
-    alpha: float = Field(0.3, ge=0, description="Loss weight of the reference-free cross-entropy")
-    beta: float = Field(2.0, ge=0, description="Loss weight of KL(p_with-ref || p_ref-free) (self-distillation)")
+    embedder: str = Field(DEFAULT_EMBEDDER, description="Sentence embedder for the response-reference cosine")
+    ref_free_weight: float = Field(0.3, ge=0, description="Loss weight of the reference-free cross-entropy "
+                                   "(official alpha)")
+    kl_weight: float = Field(2.0, ge=0, description="Loss weight of KL(p_with-ref || p_ref-free), the "
+                             "self-distillation (official beta)")
     lora_r: int = Field(8, ge=1, description="LoRA rank (official Self-J: 8)")
     lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator (official: 16)")
-    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
-    target_modules: list[str] | None = Field(None, description="Default: attention and MLP projections found")
-    max_length: int = Field(768, ge=64, description="Token limit per judge prompt (the answer's end is cut)")
+    max_tokens: int = Field(768, ge=64, description="Token limit per judge prompt (the answer's end is cut)")
     epochs: float = Field(3.0, gt=0, description="Training epochs over the labelled pairs")
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps")
-    save_steps: int = Field(50, ge=1, description="Checkpoint every N steps; a re-run resumes from the last one")
     learning_rate: float = Field(3e-4, gt=0, description="Peak learning rate (official: 3e-4)")
-    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Linear warmup fraction")
     batch_size: int = Field(4, ge=1, description="Pairs per micro-batch (each pair = two prompts)")
-    grad_accum: int = Field(4, ge=1, description="Gradient accumulation steps")
     eval_fraction: float = Field(0.2, gt=0, lt=1, description="Instructions held out (with all their samples) "
                                  "for the correlation and coverage evaluation")
     threshold: float = Field(5.0, ge=0, le=9, description="Selective instruction following: decline when the "
@@ -243,10 +279,7 @@ class JudgeConfig(_Config):
                                   "call (sampling)")
     max_batch_tokens: int | None = Field(None, ge=64, description="Max padded tokens per scoring pass; default "
                                          "4096 on CPU, 32768 on GPU")
-    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="Inference and frozen-base dtype; "
-                                                          "auto = bfloat16 where supported (LoRA stays float32)")
     register_as: str | None = Field("selectune-judge", description="MLflow Model Registry name (None: skip)")
-    trust_remote_code: bool = Field(False, description="Allow model repos to run their own code")
 
 
 class ScaleConfig(_Config):

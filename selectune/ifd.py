@@ -208,7 +208,7 @@ def sequence_losses(model: Any, tokenizer: Any, prefixes: list[str], targets: li
     if len(prefixes) != len(targets):
         raise ValueError(f"{len(prefixes)} prefixes for {len(targets)} targets")
     start = start_ids(tokenizer)
-    packed = [pack(start, p, t, cfg.max_length) for p, t in zip(_ids(tokenizer, prefixes), _ids(tokenizer, targets),
+    packed = [pack(start, p, t, cfg.max_tokens) for p, t in zip(_ids(tokenizer, prefixes), _ids(tokenizer, targets),
                                                                 strict=True)]
     for i, (_, n, _) in enumerate(packed):
         if n == 0:
@@ -258,7 +258,7 @@ def ifd_scores(df: pd.DataFrame, cfg: IFDConfig, model: Any = None, tokenizer: A
     start = start_ids(tokenizer)
     seqs, n_t, trunc = [], [], []
     for target_ids, prefix_ids in ((a_ids, _ids(tokenizer, prompts)), (q_ids, _ids(tokenizer, reverses))):
-        cond = [pack(start, p, t, cfg.max_length) for p, t in zip(prefix_ids, target_ids, strict=True)]
+        cond = [pack(start, p, t, cfg.max_tokens) for p, t in zip(prefix_ids, target_ids, strict=True)]
         seqs += [start + t[:n] for t, (_, n, _) in zip(target_ids, cond, strict=True)] + [s for s, _, _ in cond]
         n_t += [n for _, n, _ in cond] * 2
         trunc.append(np.array([t for _, _, t in cond], dtype=bool))
@@ -277,5 +277,5 @@ def ifd_scores(df: pd.DataFrame, cfg: IFDConfig, model: Any = None, tokenizer: A
     res["n_tokens_q"] = np.array(n_t[2 * len(df): 3 * len(df)], dtype=int)
     if res["ifd_truncated"].any():
         log.info("IFD: %d of %d records truncated to max_length %d", res["ifd_truncated"].sum(), len(df),
-                 cfg.max_length)
+                 cfg.max_tokens)
     return res[COLUMNS]

@@ -227,7 +227,7 @@ def generate_labels(df: pd.DataFrame, cfg: JudgeConfig, lm: LoadedModel, embedde
     rows = recs.loc[np.repeat(np.arange(len(recs)), cfg.n_samples), ["instruction", "input", "output"]]
     out = pd.concat([samples, rows.reset_index(drop=True).rename(columns={"output": "reference"})], axis=1)
     seqs = judge_inputs(lm.tokenizer, lm.template, out["instruction"], out["input"], out["response"],
-                        out["reference"], cfg.max_length)
+                        out["reference"], cfg.max_tokens)
     probs = digit_probs(lm.model, lm.tokenizer, seqs, cfg.score_batch_size, cfg.max_batch_tokens, "self-eval")
     out["self_eval_probs"] = list(probs)
     out["self_eval"] = expected_score(probs)

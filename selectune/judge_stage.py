@@ -55,7 +55,7 @@ def response_perplexity(lm: object, pairs: pd.DataFrame, cfg: JudgeConfig) -> np
     if len(keep):
         rows = pairs.iloc[keep]
         prefixes = [prompt_text(lm.template, lm.tokenizer, r.instruction, r.input) for r in rows.itertuples()]
-        ifd_cfg = IFDConfig(max_length=max(cfg.max_length, 32), batch_size=cfg.score_batch_size)
+        ifd_cfg = IFDConfig(max_tokens=max(cfg.max_tokens, 32), batch_size=cfg.score_batch_size)
         losses, _, _ = sequence_losses(lm.model, lm.tokenizer, prefixes, rows["response"].tolist(), ifd_cfg)
         out[keep] = np.exp(losses)
     return out
@@ -103,7 +103,7 @@ def judge_stage(cfg: JudgeConfig, records: str, run_dir: str | Path, parent_run_
         gc.collect()
 
         res = judge_train.train_judge(cfg, labels[labels["split"] == "train"].reset_index(drop=True), out)
-        jd = judge_infer.Judge(res.model, res.tokenizer, res.template, cfg.max_length, str(res.adapter_dir))
+        jd = judge_infer.Judge(res.model, res.tokenizer, res.template, cfg.max_tokens, str(res.adapter_dir))
 
         def score(frame: pd.DataFrame, with_ref: bool) -> np.ndarray:
             return judge_infer.score_pairs(jd, frame, with_ref, cfg.score_batch_size,

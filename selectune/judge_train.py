@@ -138,9 +138,9 @@ class JudgeTrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-TRAIN_FIELDS = ("base", "template", "alpha", "beta", "lora_r", "lora_alpha", "lora_dropout", "target_modules",
-                "max_length", "epochs", "max_steps", "learning_rate", "warmup_ratio", "batch_size", "grad_accum",
-                "seed", "dtype")
+TRAIN_FIELDS = ("base", "template", "ref_free_weight", "kl_weight", "lora_r", "lora_alpha", "lora_dropout",
+                "target_modules", "max_tokens", "epochs", "max_steps", "learning_rate", "warmup_ratio", "batch_size",
+                "grad_accum", "seed", "dtype")
 
 
 def train_judge(cfg: JudgeConfig, labels: pd.DataFrame, output: str | Path, callbacks: tuple = ()) -> JudgeTrainResult:
@@ -171,7 +171,7 @@ def train_judge(cfg: JudgeConfig, labels: pd.DataFrame, output: str | Path, call
     model, tok = models.load_causal_lm(cfg.base, precision, "cpu", cfg.trust_remote_code)
     model.config.use_cache = False
     template = pick_template(cfg.template, cfg.base, tok)
-    pairs = build_pairs(labels, tok, template, cfg.max_length)
+    pairs = build_pairs(labels, tok, template, cfg.max_tokens)
     model, _ = add_lora(model, cfg)
     args = TrainingArguments(
         output_dir=str(ckpt), per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
@@ -182,7 +182,7 @@ def train_judge(cfg: JudgeConfig, labels: pd.DataFrame, output: str | Path, call
         remove_unused_columns=False, include_num_input_tokens_seen="no", dataloader_pin_memory=dev == "cuda")
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     trainer = _trainer_class()(model=model, args=args, data_collator=PairCollator(pad_id), train_dataset=pairs,
-                               callbacks=[_step_metrics(), *callbacks], alpha=cfg.alpha, beta=cfg.beta)
+                               callbacks=[_step_metrics(), *callbacks], alpha=cfg.ref_free_weight, beta=cfg.kl_weight)
     if args.should_save:
         ckpt.mkdir(parents=True, exist_ok=True)
         key_file.write_text(json.dumps({"key": key}))
@@ -193,7 +193,7 @@ def train_judge(cfg: JudgeConfig, labels: pd.DataFrame, output: str | Path, call
         trainer.save_model(str(adapter_dir))
         (adapter_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config is in MLflow
         tok.save_pretrained(adapter_dir)
-        write_meta(adapter_dir, cfg.base, template, cfg.max_length, precision)
+        write_meta(adapter_dir, cfg.base, template, cfg.max_tokens, precision)
     logged = [h for h in trainer.state.log_history if "ce_ref" in h]
     metrics = {"train_loss": round(result.training_loss, 6), "steps": trainer.state.global_step,
                "resumed_from_step": int(resume.name.split("-")[-1]) if resume else 0, "train_pairs": len(pairs),

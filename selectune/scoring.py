@@ -56,7 +56,7 @@ class ScoreReport:
 def rating_prompts(cfg: SelectITConfig) -> list[str]:
     if cfg.rating_prompts_file:
         return selectit.load_rating_prompts(cfg.rating_prompts_file)
-    return selectit.default_rating_prompts(cfg.k)
+    return selectit.default_rating_prompts(cfg.rating_scale)
 
 
 def build_texts(df: pd.DataFrame, prompts: list[str], layout: str, tokenizer: object) -> tuple[list[str], str]:
@@ -78,10 +78,10 @@ def rate(df: pd.DataFrame, model_name: str, cfg: SelectITConfig, prompts: list[s
     dtype = resolve_dtype(cfg.dtype, dev)
     fp = models.fingerprint(model_name)
     n, r = len(df), len(prompts)
-    keys = [cache_key(rid, fp, selectit.prompt_hash(p), cfg.k, cfg.layout, dtype, cfg.max_length, cfg.truncation)
-            for rid in df["id"] for p in prompts]
+    keys = [cache_key(rid, fp, selectit.prompt_hash(p), cfg.rating_scale, cfg.layout, dtype, cfg.max_tokens,
+                      cfg.truncation) for rid in df["id"] for p in prompts]
     cached = cache.get_many(keys) if cache is not None else {}
-    probs = np.zeros((n * r, cfg.k))
+    probs = np.zeros((n * r, cfg.rating_scale))
     truncated = np.zeros(n * r, dtype=bool)
     for i, key in enumerate(keys):
         if key in cached:
@@ -96,9 +96,9 @@ def rate(df: pd.DataFrame, model_name: str, cfg: SelectITConfig, prompts: list[s
         model, tok = models.load_causal_lm(model_name, dtype=dtype, device=dev, attn_implementation=attn,
                                            trust_remote_code=cfg.trust_remote_code)
         try:
-            token_ids = inference.rating_token_ids(tok, cfg.k)
+            token_ids = inference.rating_token_ids(tok, cfg.rating_scale)
             texts, tail = build_texts(df, prompts, cfg.layout, tok)
-            enc = inference.encode(tok, [texts[i] for i in todo], tail, cfg.max_length, cfg.truncation,
+            enc = inference.encode(tok, [texts[i] for i in todo], tail, cfg.max_tokens, cfg.truncation,
                                    add_special_tokens=cfg.layout == "official")
             seqs = [e.ids for e in enc]
             start = time.perf_counter()
@@ -123,7 +123,7 @@ def rate(df: pd.DataFrame, model_name: str, cfg: SelectITConfig, prompts: list[s
         finally:
             del model  # release before the next rater loads: peak memory = the largest rater
             gc.collect()
-    result.probs = probs.reshape(n, r, cfg.k)
+    result.probs = probs.reshape(n, r, cfg.rating_scale)
     result.truncated = truncated.reshape(n, r)
     return result
 
@@ -143,7 +143,7 @@ def combine(df: pd.DataFrame, raters: list, cfg: SelectITConfig) -> ScoreReport:
     sentence = []
     for r in raters:
         tokens = selectit.token_scores(r.probs, cfg.normalization)  # [N, R]
-        s = selectit.sentence_scores(tokens, cfg.alpha)
+        s = selectit.sentence_scores(tokens, cfg.std_penalty)
         sentence.append(s)
         out[f"selectit_sentence.{r.key}"] = s
         out[f"selectit_token.{r.key}"] = list(tokens)

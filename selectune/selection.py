@@ -88,7 +88,7 @@ def select_records(df: pd.DataFrame, cfg: SelectionConfig, embeddings: np.ndarra
     weight flips the column so lower is better; weights are divided by the sum of their absolute values), NaN
     when any weighted column is NaN; ``random`` draws a uniform key from sha256(seed, id), so the subset
     depends on the seed and the ids only; ``full`` ranks by ``cfg.by`` when present and keeps everything.
-    Records are walked in rank order. Missing scores and response lengths outside [min_length, max_length]
+    Records are walked in rank order. Missing scores and response lengths outside [min_chars, max_chars]
     are rejected outright (threshold mode: scores below the threshold too); then a record is skipped when its
     category's quota is full or it is too similar to an accepted one, and the next record takes the slot until
     the budget (k, or floor(fraction * scored records), at least 1) is filled. Quota fractions are of that
@@ -119,11 +119,11 @@ def _select(df: pd.DataFrame, cfg: SelectionConfig, mode: str, value: float, emb
 
     scored = np.array([m is None for m in missing], dtype=bool)
     reject(~scored, "score_missing", [f"score missing{m}" for m in missing])
-    if cfg.min_length is not None or cfg.max_length is not None:
+    if cfg.min_chars is not None or cfg.max_chars is not None:
         if "output" not in table.columns:
-            raise ValueError("min_length/max_length need an 'output' column")
+            raise ValueError("min_chars/max_chars need an 'output' column")
         length = table["output"].fillna("").astype(str).str.len().to_numpy()
-        lo, hi = cfg.min_length or 0, cfg.max_length or np.inf
+        lo, hi = cfg.min_chars or 0, cfg.max_chars or np.inf
         reject(length < lo, "too_short", [f"too short ({v} < {lo} chars)" for v in length])
         reject(length > hi, "too_long", [f"too long ({v} > {hi} chars)" for v in length])
     if mode == "threshold":

@@ -145,12 +145,12 @@ def train(cfg: TuneConfig, data_path: str | Path, output: str | Path, callbacks:
     model, tok = models.load_causal_lm(cfg.base, precision, "cpu", cfg.trust_remote_code)
     model.config.use_cache = False  # a cache would disable the packed-sequence mask
     template = pick_template(cfg.template, cfg.base, tok)
-    examples, dropped = encode_frame(train_df, tok, template, cfg.max_length)
+    examples, dropped = encode_frame(train_df, tok, template, cfg.max_tokens)
     if not examples:
-        raise ValueError(f"{data_path}: every prompt is longer than max_length {cfg.max_length}")
+        raise ValueError(f"{data_path}: every prompt is longer than max_length {cfg.max_tokens}")
     truncated = sum(e.truncated for e in examples)
-    train_set = pack(examples, cfg.max_length) if cfg.packing else examples
-    eval_set = encode_frame(heldout, tok, template, cfg.max_length)[0] if len(heldout) else []
+    train_set = pack(examples, cfg.max_tokens) if cfg.packing else examples
+    eval_set = encode_frame(heldout, tok, template, cfg.max_tokens)[0] if len(heldout) else []
 
     model, targets = add_lora(model, cfg)
     args = TrainingArguments(
@@ -179,7 +179,7 @@ def train(cfg: TuneConfig, data_path: str | Path, output: str | Path, callbacks:
         trainer.save_model(str(adapter_dir))
         (adapter_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config is in MLflow
         tok.save_pretrained(adapter_dir)
-        write_meta(adapter_dir, cfg.base, template, cfg.max_length, precision)
+        write_meta(adapter_dir, cfg.base, template, cfg.max_tokens, precision)
         if cfg.merge:
             import copy
 

@@ -25,7 +25,7 @@ def tune_stage(cfg: TuneConfig, selected: str, run_dir: str | Path, parent_run_i
         from selectune import evaluate, sft
 
         res = sft.train(cfg, selected, out)
-        ev = evaluate.evaluate(res.model, res.tokenizer, res.heldout, res.template, cfg.max_length,
+        ev = evaluate.evaluate(res.model, res.tokenizer, res.heldout, res.template, cfg.max_tokens,
                                cfg.eval_prompts, cfg.max_new_tokens, out / "eval")
         outputs = {"adapter": str(res.adapter_dir), "checkpoints": str(out / "checkpoints"), "eval": str(out / "eval")}
         if res.merged_dir is not None:

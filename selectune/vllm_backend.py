@@ -114,12 +114,12 @@ def rate(df: pd.DataFrame, model_name: str, cfg: SelectITConfig, prompts: list[s
 
     tok = engine.tokenizer()
     texts, tail = build_texts(df, prompts, cfg.layout, tok)
-    enc = inference.encode(tok, texts, tail, cfg.max_length, cfg.truncation,
+    enc = inference.encode(tok, texts, tail, cfg.max_tokens, cfg.truncation,
                            add_special_tokens=cfg.layout == "official")
     start = time.perf_counter()
-    probs = rating_probs(engine, [e.ids for e in enc], inference.rating_token_ids(tok, cfg.k), progress)
+    probs = rating_probs(engine, [e.ids for e in enc], inference.rating_token_ids(tok, cfg.rating_scale), progress)
     n, r = len(df), len(prompts)
-    return RaterResult(models.model_key(model_name), probs.reshape(n, r, cfg.k),
+    return RaterResult(models.model_key(model_name), probs.reshape(n, r, cfg.rating_scale),
                        np.array([e.truncated for e in enc]).reshape(n, r), models.count_parameters(model_name),
                        computed=n * r, tokens=sum(len(e.ids) for e in enc), seconds=time.perf_counter() - start,
                        fingerprint=models.fingerprint(model_name))

@@ -337,8 +337,8 @@ def test_cli_import_and_help_stay_light() -> None:
 
 def test_run_rejects_invalid_recipe(tmp_path: Path) -> None:
     recipe = tmp_path / "bad.yaml"
-    recipe.write_text("selectit:\n  k: many\n", encoding="utf-8")
+    recipe.write_text("selectit:\n  rating_scale: many\n", encoding="utf-8")
     result = invoke("run", "--config", recipe)
     assert result.exit_code == 2
     assert str(recipe) in result.output
-    assert "selectit.k" in result.output
+    assert "selectit.rating_scale" in result.output

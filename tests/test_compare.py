@@ -13,7 +13,7 @@ def _pipeline_run(name: str, strategy: str, selected: int, loss: float | None, s
     import mlflow
 
     with mlflow.start_run(run_name=name) as run:
-        mlflow.log_params({"selection.strategy": strategy, "selection.fraction": "0.2", "selection.k": "",
+        mlflow.log_params({"selection.strategy": strategy, "selection.fraction": "0.2", "selection.top_k": "",
                            "selectit.models": "['gemma-3-270m']"})
         metrics = {"records_in": 150, "records_selected": selected, "seconds": seconds}
         if loss is not None:

@@ -135,7 +135,7 @@ def test_cache_skips_known_rows(tiny_model: str, records: pd.DataFrame, tmp_path
     assert counter.rows == 20 + 2 * 5
     assert np.allclose(grown.table["selectit_score"][:4], first.table["selectit_score"])
     # a different K, layout or dtype is a different key
-    score_selectit(records.head(1), cfg.model_copy(update={"k": 4}), cache, progress=False)
+    score_selectit(records.head(1), cfg.model_copy(update={"rating_scale": 4}), cache, progress=False)
     assert counter.rows == 30 + 5
 
 

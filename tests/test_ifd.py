@@ -169,7 +169,7 @@ def test_truncated_record_scores_same_tokens(student: tuple[object, object], rec
                                              tiny_model: str) -> None:
     model, tok = student
     long = records.iloc[[5]]  # a 12-sentence answer, longer than 32 tokens with its prompt
-    res = ifd.ifd_scores(long, cfg(tiny_model, max_length=32), model, tok, progress=False).iloc[0]
+    res = ifd.ifd_scores(long, cfg(tiny_model, max_tokens=32), model, tok, progress=False).iloc[0]
     assert res["ifd_truncated"]
     a_ids = toks(tok, long["output"].iloc[0])
     n = int(res["n_tokens_a"])

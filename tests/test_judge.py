@@ -151,7 +151,7 @@ def test_training_lowers_loss_on_constant_target(tiny_model: str, records: pd.Da
     res = train_judge(cfg, labels, tmp_path / "run")
     assert (res.adapter_dir / "adapter_model.safetensors").is_file() and (res.adapter_dir / "selectune.json").is_file()
     assert res.metrics["steps"] == 15
-    jd = Judge(res.model, res.tokenizer, res.template, cfg.max_length)
+    jd = Judge(res.model, res.tokenizer, res.template, cfg.max_tokens)
     trained = score_pairs(jd, labels, False)
     with res.model.disable_adapter():
         before = score_pairs(jd, labels, False)

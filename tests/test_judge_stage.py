@@ -77,7 +77,7 @@ def test_stage_outputs_metrics_and_registered_judge(tiny_model: str, tiny_embedd
 
     scored = str(write_parquet(records.assign(selectit_score=np.linspace(0, 1, len(records))),
                                tmp_path / "scored.parquet"))
-    sel_cfg = SelectionConfig(by="judge_score", k=2, judge="models:/selectune-judge/latest")
+    sel_cfg = SelectionConfig(by="judge_score", top_k=2, judge="models:/selectune-judge/latest")
     chosen = select_stage(sel_cfg, scored, tmp_path / "run")
     table = pd.read_parquet(chosen.outputs["selection"]).set_index("id")
     direct = score_pairs(reloaded, records.set_index("id"), False)["judge_score"]
@@ -154,7 +154,7 @@ def test_embedded_models_smoke(mlflow_store: str, tmp_path: Path) -> None:
     df = load_records(DEMO).records.head(4)
     path = str(write_parquet(df, tmp_path / "demo4.parquet"))
     cfg = JudgeConfig(base="smollm2-135m-instruct", n_samples=1, max_new_tokens=8, max_steps=1, batch_size=2,
-                      grad_accum=1, max_length=160, eval_fraction=0.5, register_as=None)
+                      grad_accum=1, max_tokens=160, eval_fraction=0.5, register_as=None)
     res = judge_stage(cfg, path, tmp_path / "run", model_under_eval="smollm2-135m-instruct")
     labels = pd.read_parquet(res.outputs["labels"])
     assert labels["response"].str.len().gt(0).all() and labels["cosine"].between(-1, 1).all()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from selectune.config import PipelineConfig, SelectITConfig, load_config
+from selectune.config import PipelineConfig, SelectionConfig, SelectITConfig, load_config
 from tests.fixtures import RECIPES
 
 RECIPE_FILES = sorted(RECIPES.glob("*.yaml"))
@@ -37,11 +37,11 @@ def test_empty_recipe_means_defaults(tmp_path: Path) -> None:
 
 def test_recipe_values_are_applied(tmp_path: Path) -> None:
     path = tmp_path / "r.yaml"
-    path.write_text("experiment: x\nselectit:\n  models: [a, b]\n  weights: [1, 3]\n  k: 7\n"
-                    "selection:\n  k: 10\n", encoding="utf-8")
+    path.write_text("experiment: x\nselectit:\n  models: [a, b]\n  weights: [1, 3]\n  rating_scale: 7\n"
+                    "selection:\n  top_k: 10\n", encoding="utf-8")
     cfg = load_config(path)
     assert cfg.experiment == "x"
-    assert cfg.selectit.models == ["a", "b"] and cfg.selectit.weights == [1.0, 3.0] and cfg.selectit.k == 7
+    assert cfg.selectit.models == ["a", "b"] and cfg.selectit.weights == [1.0, 3.0] and cfg.selectit.rating_scale == 7
     assert cfg.selection.criteria() == {"k": 10}
 
 
@@ -70,7 +70,7 @@ def test_unknown_key_is_rejected(tmp_path: Path, text: str, field: str) -> None:
 @pytest.mark.parametrize(
     ("text", "field"),
     [
-        ("selectit:\n  k: five\n", "selectit.k"),
+        ("selectit:\n  rating_scale: five\n", "selectit.rating_scale"),
         ("selectit:\n  models: gemma\n", "selectit.models"),
         ("selectit:\n  normalization: fancy\n", "selectit.normalization"),
         ("selection:\n  fraction: 1.5\n", "selection.fraction"),
@@ -90,3 +90,27 @@ def test_weights_must_match_models() -> None:
 def test_at_least_one_model() -> None:
     with pytest.raises(ValidationError, match="models"):
         SelectITConfig(models=[])
+
+
+def test_old_field_names_still_load_with_a_warning(tmp_path: Path) -> None:
+    old = tmp_path / "old.yaml"
+    old.write_text("selectit:\n  k: 7\n  alpha: 0.5\n  max_length: 64\nselection:\n  k: 10\n  min_length: 3\n"
+                   "  max_length: 90\nreflection:\n  student:\n    max_length: 48\ntune:\n  max_length: 128\n"
+                   "judge:\n  alpha: 0.1\n  beta: 1.5\n  max_length: 256\n", encoding="utf-8")
+    new = tmp_path / "new.yaml"
+    new.write_text("selectit:\n  rating_scale: 7\n  std_penalty: 0.5\n  max_tokens: 64\nselection:\n  top_k: 10\n"
+                   "  min_chars: 3\n  max_chars: 90\nreflection:\n  student:\n    max_tokens: 48\ntune:\n"
+                   "  max_tokens: 128\njudge:\n  ref_free_weight: 0.1\n  kl_weight: 1.5\n  max_tokens: 256\n",
+                   encoding="utf-8")
+    with pytest.warns(FutureWarning) as caught:
+        cfg = load_config(old)
+    assert cfg == load_config(new)
+    messages = {str(w.message) for w in caught}
+    assert ("SelectITConfig: the field 'k' is now 'rating_scale'; the old name is accepted until selectune 0.3"
+            in messages)
+    assert len(messages) == 11  # one per renamed field
+
+
+def test_old_and_new_name_together_is_an_error() -> None:
+    with pytest.raises(ValidationError, match="both 'k' and 'top_k' given"):
+        SelectionConfig(k=3, top_k=4)

@@ -35,13 +35,13 @@ def reasons(df: pd.DataFrame, embeddings: np.ndarray | None = None, **cfg: objec
 TEN = [1.0, 2.0, 8.0, 3.0, 4.0, 5.0, 0.5, 9.5, 6.0, 7.0]  # best: r7, r2, r9, r8, r5, ...
 
 
-@pytest.mark.parametrize("budget", [{"fraction": 0.2}, {"fraction": 0.35}, {"k": 3}, {"threshold": 2.0}])
+@pytest.mark.parametrize("budget", [{"fraction": 0.2}, {"fraction": 0.35}, {"top_k": 3}, {"threshold": 2.0}])
 def test_top_matches_select_without_constraints(budget: dict) -> None:
     rng = np.random.default_rng(1)
     scores = rng.integers(0, 5, size=30).astype(float)  # ties
     scores[[4, 11]] = np.nan
     df = frame(list(scores))
-    old = select(df, **budget)
+    old = select(df, **{"k" if key == "top_k" else key: v for key, v in budget.items()})
     new = select_records(df, SelectionConfig(**{"fraction": None, **budget}))
     assert new.table["id"].tolist() == old.table["id"].tolist()
     assert new.table["decision_reason"].tolist() == old.table["decision_reason"].tolist()
@@ -50,7 +50,7 @@ def test_top_matches_select_without_constraints(budget: dict) -> None:
 
 
 def test_top_reasons_and_decisions() -> None:
-    res = select_records(frame(TEN), SelectionConfig(k=2))
+    res = select_records(frame(TEN), SelectionConfig(top_k=2))
     t = res.table
     assert res.selected["id"].tolist() == ["r7", "r2"] and res.budget == 2 and res.cut_value == 8.0
     assert t["decision_reason"].tolist()[:3] == ["top 2 (rank 1 <= 2)", "top 2 (rank 2 <= 2)", "below cut (rank 3 > 2)"]
@@ -62,12 +62,12 @@ def test_combined_weights_hand_computed() -> None:
     # a (higher better) ranks -> [0, 1/3, 2/3, 1]; b (weight < 0, lower better) -> 1 - [1, 0, 2/3, 1/3]
     # combined = (2 * a + 1 * b') / 3 = [0, 5/9, 5/9, 8/9]; r1 and r2 tie -> id order
     df = frame([0.0] * 4, a=[10.0, 20.0, 30.0, 40.0], b=[4.0, 1.0, 3.0, 2.0])
-    res = select_records(df, SelectionConfig(strategy="combined", weights={"a": 2.0, "b": -1.0}, k=2))
+    res = select_records(df, SelectionConfig(strategy="combined", weights={"a": 2.0, "b": -1.0}, top_k=2))
     t = res.table
     assert t["id"].tolist() == ["r3", "r1", "r2", "r0"]
     np.testing.assert_allclose(t["selection_score"], [8 / 9, 5 / 9, 5 / 9, 0.0])
     assert res.selected["id"].tolist() == ["r3", "r1"] and math.isclose(res.cut_value, 5 / 9)
-    only_b = dict(strategy="combined", weights={"b": -1.0, "a": 0.0}, k=1)  # zero weight: column ignored
+    only_b = dict(strategy="combined", weights={"b": -1.0, "a": 0.0}, top_k=1)  # zero weight: column ignored
     assert picked(df, **only_b) == ["r1"]
     thr = dict(strategy="combined", weights={"a": 2.0, "b": -1.0}, threshold=0.5)
     assert picked(df, **thr) == ["r3", "r1", "r2"]
@@ -76,34 +76,34 @@ def test_combined_weights_hand_computed() -> None:
 def test_combined_ties_and_nan() -> None:
     # a: [1, 1, 2, NaN] -> average ranks 1.5, 1.5, 3 over 3 values -> [0.25, 0.25, 1]; r3 is missing a
     df = frame([0.0] * 4, a=[1.0, 1.0, 2.0, np.nan], c=[0.0, 1.0, 0.0, 5.0])
-    t = select_records(df, SelectionConfig(strategy="combined", weights={"a": 1.0}, k=4)).table
+    t = select_records(df, SelectionConfig(strategy="combined", weights={"a": 1.0}, top_k=4)).table
     assert t["id"].tolist() == ["r2", "r0", "r1", "r3"]
     np.testing.assert_allclose(t["selection_score"].to_numpy()[:3], [1.0, 0.25, 0.25])
     assert t["decision_reason"].iloc[3] == "score missing (a)" and not t["selected"].iloc[3]
-    both = select_records(df, SelectionConfig(strategy="combined", weights={"a": 1.0, "c": 1.0}, k=2)).table
+    both = select_records(df, SelectionConfig(strategy="combined", weights={"a": 1.0, "c": 1.0}, top_k=2)).table
     assert both.set_index("id").loc["r3", "decision_reason"] == "score missing (a)"
 
 
 def test_random_is_seeded_and_order_independent() -> None:
     df = frame(list(range(40)), output=["x"] * 40)
     df.loc[5, "selectit_score"] = np.nan  # the random baseline ignores scores
-    ref = picked(df, strategy="random", k=10, seed=3)
+    ref = picked(df, strategy="random", top_k=10, seed=3)
     assert len(ref) == 10 and len(set(ref)) == 10
     for state in range(3):
-        assert picked(df.sample(frac=1.0, random_state=state), strategy="random", k=10, seed=3) == ref
-    assert picked(df, strategy="random", k=10, seed=4) != ref
+        assert picked(df.sample(frac=1.0, random_state=state), strategy="random", top_k=10, seed=3) == ref
+    assert picked(df, strategy="random", top_k=10, seed=4) != ref
     assert len(picked(df, strategy="random", fraction=0.25, seed=3)) == 10
     # a record's draw depends on its id only: a subset of the rows keeps their relative order
     sub = df[df["id"].isin(ref[:5] + ["r0", "r1"])]
-    assert picked(sub, strategy="random", k=5, seed=3) == ref[:5]
-    r = reasons(df, strategy="random", k=10, seed=3)
+    assert picked(sub, strategy="random", top_k=5, seed=3) == ref[:5]
+    r = reasons(df, strategy="random", top_k=10, seed=3)
     assert r[ref[0]] == "random baseline (seed 3, rank 1 <= 10)"
     assert sorted(v for v in r.values() if v.startswith("not drawn"))[0].startswith("not drawn (rank 1")
 
 
 def test_full_keeps_everything_within_length_bounds() -> None:
     df = frame([1.0, np.nan, 3.0], output=["a" * 5, "b" * 50, "c" * 500])
-    res = select_records(df, SelectionConfig(strategy="full", max_length=100))
+    res = select_records(df, SelectionConfig(strategy="full", max_chars=100))
     assert res.selected["id"].tolist() == ["r0", "r1"]
     r = dict(zip(res.table["id"], res.table["decision_reason"], strict=True))
     assert r == {"r0": "full baseline", "r1": "full baseline", "r2": "too long (500 > 100 chars)"}
@@ -113,26 +113,26 @@ def test_full_keeps_everything_within_length_bounds() -> None:
 
 def test_length_bounds_and_next_record_takes_the_slot() -> None:
     df = frame(TEN, output=["x" * n for n in (30, 30, 10, 30, 30, 30, 30, 30, 300, 30)])
-    res = select_records(df, SelectionConfig(k=2, min_length=20, max_length=200))
+    res = select_records(df, SelectionConfig(top_k=2, min_chars=20, max_chars=200))
     assert res.selected["id"].tolist() == ["r7", "r9"]  # r2 too short; r9 takes its slot; budget stays 2
     r = dict(zip(res.table["id"], res.table["decision_reason"], strict=True))
     assert r["r2"] == "too short (10 < 20 chars)" and r["r8"] == "too long (300 > 200 chars)"
     assert r["r9"] == "top 2 (rank 3 <= 3)" and r["r5"] == "below cut (rank 5 > 3)"
     # threshold 6: 9.5, 8 (too short), 7, 6 (too long)
-    assert picked(df, threshold=6.0, min_length=20, max_length=200) == ["r7", "r9"]
+    assert picked(df, threshold=6.0, min_chars=20, max_chars=200) == ["r7", "r9"]
 
 
 def test_quota_counts_and_fractions() -> None:
     cats = ["code", "code", "code", "math", "math", "code", "chat", "code", "chat", "code"]
     df = frame(TEN, category=cats)  # rank order: r7 code, r2 code, r9 code, r8 chat, r5 code, r4 math, r3 math
-    assert picked(df, k=4, quotas={"code": 1}) == ["r7", "r8", "r4", "r3"]
-    r = reasons(df, k=4, quotas={"code": 1})
+    assert picked(df, top_k=4, quotas={"code": 1}) == ["r7", "r8", "r4", "r3"]
+    r = reasons(df, top_k=4, quotas={"code": 1})
     assert r["r2"] == "quota full for category 'code' (1)" and r["r9"] == "quota full for category 'code' (1)"
-    assert picked(df, k=4, quotas={"code": 0.5}) == ["r7", "r2", "r8", "r4"]  # floor(0.5 * 4) = 2 code
-    assert picked(df, k=4, quotas={"code": 0.5, "chat": 1, "math": 1}) == ["r7", "r2", "r8", "r4"]
-    assert picked(df, k=3, quotas={"poetry": 2}) == ["r7", "r2", "r9"]  # unknown category: no effect
+    assert picked(df, top_k=4, quotas={"code": 0.5}) == ["r7", "r2", "r8", "r4"]  # floor(0.5 * 4) = 2 code
+    assert picked(df, top_k=4, quotas={"code": 0.5, "chat": 1, "math": 1}) == ["r7", "r2", "r8", "r4"]
+    assert picked(df, top_k=3, quotas={"poetry": 2}) == ["r7", "r2", "r9"]  # unknown category: no effect
     df.loc[df["id"] == "r2", "category"] = None  # no category: unconstrained
-    assert picked(df, k=3, quotas={"code": 1}) == ["r7", "r2", "r8"]
+    assert picked(df, top_k=3, quotas={"code": 1}) == ["r7", "r2", "r8"]
     with pytest.raises(ValueError, match="quotas need the category column 'topic'"):
         select_records(df, SelectionConfig(quotas={"code": 1}, category_column="topic"))
 
@@ -145,14 +145,14 @@ def test_diversity_with_known_cosines() -> None:
     # rank order r0..r3. cos(r0, r1) = cos 10 deg = 0.985; r2 at 90 deg; r3 at 45 deg: cos 0.707 to r0 and r2
     df = frame([4.0, 3.0, 2.0, 1.0])
     emb = np.array([unit(0), unit(10), unit(90), unit(45)]) * [[1.0], [3.0], [0.5], [2.0]]  # norms don't matter
-    assert picked(df, emb, k=3, diversity_threshold=0.9) == ["r0", "r2", "r3"]
-    r = reasons(df, emb, k=3, diversity_threshold=0.9)
+    assert picked(df, emb, top_k=3, diversity_threshold=0.9) == ["r0", "r2", "r3"]
+    r = reasons(df, emb, top_k=3, diversity_threshold=0.9)
     assert r["r1"] == "too similar (cos 0.98 to r0)" and r["r3"] == "top 3 (rank 4 <= 4)"
-    assert picked(df, emb, k=3, diversity_threshold=0.7) == ["r0", "r2"]  # 0.707 >= 0.7: r3 rejected too
-    assert reasons(df, emb, k=3, diversity_threshold=0.7)["r3"] in ("too similar (cos 0.71 to r0)",
+    assert picked(df, emb, top_k=3, diversity_threshold=0.7) == ["r0", "r2"]  # 0.707 >= 0.7: r3 rejected too
+    assert reasons(df, emb, top_k=3, diversity_threshold=0.7)["r3"] in ("too similar (cos 0.71 to r0)",
                                                                     "too similar (cos 0.71 to r2)")
     shuffled = df.iloc[[3, 1, 0, 2]]  # embeddings follow the rows
-    assert picked(shuffled, emb[[3, 1, 0, 2]], k=3, diversity_threshold=0.9) == ["r0", "r2", "r3"]
+    assert picked(shuffled, emb[[3, 1, 0, 2]], top_k=3, diversity_threshold=0.9) == ["r0", "r2", "r3"]
 
 
 def naive_diverse(emb: np.ndarray, order: list[int], threshold: float, budget: int | None) -> tuple[list, dict]:
@@ -181,7 +181,7 @@ def test_vectorized_diversity_equals_naive_loop(budget: int | None) -> None:
     n = 700  # crosses several 256-candidate blocks
     emb = rng.normal(size=(n, 6)).astype(np.float32)
     df = frame(list(rng.random(n)))
-    cfg = {"strategy": "full"} if budget is None else {"k": budget}
+    cfg = {"strategy": "full"} if budget is None else {"top_k": budget}
     res = select_records(df, SelectionConfig(diversity_threshold=0.8, **cfg), emb)
     order = list(np.argsort(-df["selectit_score"].to_numpy(), kind="stable"))
     accepted, rejected = naive_diverse(emb.astype(np.float64), order, 0.8, budget)
@@ -196,7 +196,7 @@ def test_diversity_respects_quotas_and_only_accepted_count() -> None:
     df = frame([5.0, 4.0, 3.0, 2.0, 1.0], category=["a", "a", "a", "b", "b"])
     emb = np.array([unit(0), unit(5), unit(90), unit(180), unit(270)])
     # r1 too similar to r0 (does not use a's quota), r2 fills a's 2nd slot, r3 and r4 unconstrained
-    assert picked(df, emb, k=4, quotas={"a": 2}, diversity_threshold=0.9) == ["r0", "r2", "r3", "r4"]
+    assert picked(df, emb, top_k=4, quotas={"a": 2}, diversity_threshold=0.9) == ["r0", "r2", "r3", "r4"]
 
 
 def test_input_errors() -> None:
@@ -212,7 +212,7 @@ def test_input_errors() -> None:
     with pytest.raises(ValueError, match="score column 'ifd' not found"):
         select_records(df, SelectionConfig(strategy="combined", weights={"ifd": -1.0}))
     with pytest.raises(ValueError, match="need an 'output' column"):
-        select_records(df, SelectionConfig(min_length=3))
+        select_records(df, SelectionConfig(min_chars=3))
     with pytest.raises(ValueError, match="duplicate id"):
         select_records(pd.concat([df, df]), SelectionConfig())
 
@@ -225,7 +225,7 @@ def test_input_errors() -> None:
         ({"strategy": "random", "threshold": 0.5}, "not a threshold"),
         ({"quotas": {"code": 2.5}}, "quota for category 'code' must be a whole count"),
         ({"quotas": {"code": 0}}, "quota for category 'code'"),
-        ({"min_length": 10, "max_length": 5}, "min_length 10 > max_length 5"),
+        ({"min_chars": 10, "max_chars": 5}, "min_chars 10 > max_chars 5"),
     ],
 )
 def test_config_errors(cfg: dict, match: str) -> None:
@@ -289,7 +289,7 @@ def test_stage_writes_files_and_logs_metrics_and_figures(tiny_embedder: str, mlf
 
     monkeypatch.setenv("SELECTUNE_HOME", str(tmp_path / "home"))
     scored = str(scored_demo(tmp_path))
-    cfg = SelectionConfig(k=20, min_length=20, quotas={"math": 3}, diversity_threshold=0.995, embedder=tiny_embedder)
+    cfg = SelectionConfig(top_k=20, min_chars=20, quotas={"math": 3}, diversity_threshold=0.995, embedder=tiny_embedder)
     tracking.setup("select-test")
     with mlflow.start_run() as parent:
         res = select_stage(cfg, scored, tmp_path / "run", parent.info.run_id)

@@ -18,7 +18,7 @@ from selectune import evaluate, registry, sft, sft_data
 from selectune.config import TuneConfig
 from tests.fixtures import ROOT
 
-TINY = dict(max_steps=2, save_steps=2, batch_size=2, grad_accum=1, max_length=256, eval_fraction=0.34,
+TINY = dict(max_steps=2, save_steps=2, batch_size=2, grad_accum=1, max_tokens=256, eval_fraction=0.34,
             eval_prompts=2, max_new_tokens=4, register_as=None, learning_rate=1e-2, warmup_ratio=0.0)
 
 

@@ -25,7 +25,7 @@ def test_tune_command_stage_and_registry(tiny_model: str, records: pd.DataFrame,
     from selectune.tune_stage import subset_digest, tune_stage
 
     records.to_parquet(tmp_path / "selected.parquet", index=False)
-    tune = {"max_steps": 3, "save_steps": 2, "batch_size": 2, "grad_accum": 1, "max_length": 256,
+    tune = {"max_steps": 3, "save_steps": 2, "batch_size": 2, "grad_accum": 1, "max_tokens": 256,
             "eval_fraction": 0.34, "eval_prompts": 2, "max_new_tokens": 4, "register_as": "tiny-tuned",
             "packing": True, "learning_rate": 1e-2}
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump({"experiment": "ignored", "tune": tune}))

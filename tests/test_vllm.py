@@ -80,7 +80,7 @@ def test_ifd_losses_match_transformers(engine, demo) -> None:
     prefixes = [ifd.render_prompt("alpaca", i, x) for i, x in zip(demo["instruction"], demo["input"], strict=True)]
     targets = demo["output"].tolist()
     ref, n_ref, _ = ifd.sequence_losses(model, tok, prefixes + [""] * 8, targets * 2, cfg)
-    got, n_got, _ = vllm_backend.sequence_losses(engine, prefixes + [""] * 8, targets * 2, cfg.max_length)
+    got, n_got, _ = vllm_backend.sequence_losses(engine, prefixes + [""] * 8, targets * 2, cfg.max_tokens)
     assert (n_got == n_ref).all()
     np.testing.assert_allclose(got, ref, atol=5e-2, rtol=0)
 

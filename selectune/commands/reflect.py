@@ -125,7 +125,7 @@ def score_ifd_cmd(
     from selectune.ifd import ifd_scores
 
     try:
-        cfg = IFDConfig(model=model, template=template, max_length=max_length, batch_size=batch_size, dtype=dtype)
+        cfg = IFDConfig(model=model, template=template, max_tokens=max_length, batch_size=batch_size, dtype=dtype)
     except ValidationError as err:
         fail(f"bad option: {err}")
     df = _records(input, on_invalid, limit)

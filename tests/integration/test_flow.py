@@ -58,7 +58,7 @@ def test_flow_end_to_end(prefect_server, mlflow_store, tmp_path, records, tiny_m
     parent = client.get_run(summary["mlflow_run_id"])
     assert parent.info.status == "FINISHED"
     flow_run_id = parent.data.tags["prefect.flow_run_id"]
-    assert parent.data.params["selectit.k"] == "5" and parent.data.params["selection.fraction"] == "0.5"
+    assert parent.data.params["selectit.rating_scale"] == "5" and parent.data.params["selection.fraction"] == "0.5"
     assert parent.data.metrics["records_selected"] == 3
     children = _children(client, parent.info.run_id)
     assert set(children) == {"load", "selectit", "select"}
@@ -135,7 +135,7 @@ def test_retrain_only_when_selected_subset_changes(prefect_server, mlflow_store,
     data_file = tmp_path / "data.json"
     rows = records.drop(columns="id").to_dict("records")
     data_file.write_text(json.dumps(rows[:4]))
-    tune = TuneConfig(base=tiny_model, max_steps=2, batch_size=2, grad_accum=1, max_length=128, eval_prompts=1,
+    tune = TuneConfig(base=tiny_model, max_steps=2, batch_size=2, grad_accum=1, max_tokens=128, eval_prompts=1,
                       max_new_tokens=4, register_as="flow-test-sft", dtype="float32")
 
     def run(name: str) -> dict:

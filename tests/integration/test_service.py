@@ -66,13 +66,13 @@ def test_dashboard_triggered_run_records_its_parameters(service, records, tiny_m
     assert dep["schedules"] == [] and dep["work_pool_name"] == POOL
     props = dep["parameter_openapi_schema"]["properties"]
     assert {"data", "selectit", "reflection", "selection", "tune", "run_dir", "experiment"} <= set(props)
-    params = {"data": {"input": str(data)}, "selectit": {"models": [tiny_model], "k": 3, "dtype": "float32"},
+    params = {"data": {"input": str(data)}, "selectit": {"models": [tiny_model], "rating_scale": 3, "dtype": "float32"},
               "selection": {"fraction": 0.5}, "tune": {"enabled": False}, "run_dir": str(tmp / "run-a"),
               "experiment": "dashboard"}
     run = _trigger(api, dep["id"], params)
     assert run["state"]["type"] == "COMPLETED", (tmp / "worker.log").read_text()[-4000:]
     parent, children = _mlflow_runs(service["env"]["MLFLOW_TRACKING_URI"], run["id"])
-    assert parent.data.params["selectit.k"] == "3" and parent.data.params["selection.fraction"] == "0.5"
+    assert parent.data.params["selectit.rating_scale"] == "3" and parent.data.params["selection.fraction"] == "0.5"
     assert parent.data.params["selectit.models"] == str([tiny_model])
     assert parent.data.tags["prefect.deployment_id"] == dep["id"]
     assert parent.data.metrics["records_selected"] == 3
@@ -112,7 +112,7 @@ def test_flow_against_mlflow_server(tmp_path, records, tiny_model, monkeypatch) 
     recipe.write_text(json.dumps({"experiment": "server", "run_dir": str(tmp_path / "run"),
                                   "data": {"input": str(data)}, "selectit": {"models": [tiny_model],
                                                                              "dtype": "float32"},
-                                  "selection": {"k": 2}, "tune": {"enabled": False}}))
+                                  "selection": {"top_k": 2}, "tune": {"enabled": False}}))
     with mlflow_server(tmp_path / "mlflow") as uri:
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
         env.pop("PREFECT_API_URL", None)
