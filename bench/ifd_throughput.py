@@ -42,11 +42,12 @@ import pandas as pd
 import torch
 from selectit_throughput import DEFAULT_INPUT, load_records, matmul_peak, spearman, sync
 
-from selectune import ifd, models
+from selectune import ifd
 from selectune.config import IFDConfig
-from selectune.selectit import format_instruction
-from selectune.settings import device as best_device
-from selectune.settings import resolve_dtype
+from selectune.core import losses, models
+from selectune.core.prompts import join_instruction, prompt_text
+from selectune.core.settings import device as best_device
+from selectune.core.settings import resolve_dtype
 
 
 def parse_args() -> argparse.Namespace:
@@ -83,8 +84,8 @@ def official_loop(model: Any, tok: Any, df: pd.DataFrame, template: str, max_len
     out = np.zeros((len(df), 4))
     tokens = 0
     for i, (ins, inp, ans) in enumerate(zip(df["instruction"], df["input"], df["output"], strict=True)):
-        q = format_instruction(ins, inp)
-        for j, (prefix, target) in enumerate((("", ans), (ifd.render_prompt(template, ins, inp), ans),
+        q = join_instruction(ins, inp)
+        for j, (prefix, target) in enumerate((("", ans), (prompt_text(template, None, ins, inp), ans),
                                               ("", q), (ifd.reverse_prompt(template, ans), q))):
             ids = tok(prefix + target, return_tensors="pt", truncation=True, max_length=max_length)["input_ids"]
             labels = ids.clone()
@@ -130,14 +131,14 @@ def main() -> None:
     model, tok = ifd.load_student(cfg)
     ifd.ifd_scores(df.head(1), cfg, model, tok, progress=False)  # warmup
     res, sec_b, cpu_b = timed(lambda: (ifd.ifd_scores(df, cfg, model, tok, progress=True), sync(dev))[0])
-    start = ifd.start_ids(tok)
-    prefixes = tok([ifd.render_prompt(args.template, a, b) for a, b in zip(df["instruction"], df["input"],
+    start = losses.start_ids(tok)
+    prefixes = tok([prompt_text(args.template, None, a, b) for a, b in zip(df["instruction"], df["input"],
                                                                            strict=True)]
                    + [ifd.reverse_prompt(args.template, o) for o in df["output"]], add_special_tokens=False)
     kept = np.concatenate([res["n_tokens_a"].to_numpy(), res["n_tokens_q"].to_numpy()])
     targets = 2 * int(kept.sum())  # each target is scored alone and after its prefix
     # tokens the engine ran (pads excluded): each target alone and after its (possibly truncated) prefix
-    tokens_b = sum(len(ifd.pack(start, p, [0] * int(t), args.max_length)[0]) + len(start) + int(t)
+    tokens_b = sum(len(losses.pack(start, p, [0] * int(t), args.max_length)[0]) + len(start) + int(t)
                    for p, t in zip(prefixes["input_ids"], kept, strict=True))
 
     loss_b = res[["loss_a", "loss_a_given_q", "loss_q", "loss_q_given_a"]].to_numpy()

@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from selectune.core.metrics import auroc
 from selectune.data import record_id
 from selectune.judge_infer import correlations
-from selectune.metrics import auroc
 
 DEFAULT_INPUT = Path(__file__).resolve().parents[2] / "shared" / "data" / "heldout" / "tulu_human_eval_annotations.xlsx"
 

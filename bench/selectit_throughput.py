@@ -41,10 +41,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from selectune import inference, models, scoring, selectit
+from selectune import scoring, selectit
 from selectune.config import SelectITConfig
-from selectune.settings import device as best_device
-from selectune.settings import resolve_dtype
+from selectune.core import models
+from selectune.core.settings import device as best_device
+from selectune.core.settings import resolve_dtype
 
 DEFAULT_INPUT = Path(__file__).resolve().parents[2] / "shared/data/cherry_alpaca_3k.json"
 K = 5
@@ -155,7 +156,7 @@ def main() -> None:
     n_total = sum(p.numel() for p in model.parameters())  # tied weights are counted once
     embed = model.get_input_embeddings().weight
     n_nonemb, (vocab, hidden) = n_total - embed.numel(), embed.shape
-    token_ids = inference.rating_token_ids(tok, K)
+    token_ids = scoring.rating_token_ids(tok, K)
     official_loop(model, tok, df.head(1), prompts[:1], token_ids, dev)  # warmup
     start = time.perf_counter()
     probs_a, tokens_a = official_loop(model, tok, df.head(n_off), prompts, token_ids, dev)

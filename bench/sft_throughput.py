@@ -42,11 +42,12 @@ import pandas as pd
 import torch
 from transformers import TrainerCallback
 
-from selectune import sft, sft_data
+from selectune import sft
 from selectune.config import TuneConfig
+from selectune.core import lora, prompts
+from selectune.core.settings import device as best_device
+from selectune.core.settings import resolve_dtype
 from selectune.data import record_id
-from selectune.settings import device as best_device
-from selectune.settings import resolve_dtype
 
 DEFAULT_INPUT = Path(__file__).resolve().parents[2] / "shared/data/cherry_alpaca_3k.json"
 
@@ -121,14 +122,14 @@ def run_baseline(args: argparse.Namespace, df: pd.DataFrame, out: Path) -> dict[
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
 
-    from selectune.models import resolve
+    from selectune.core.models import resolve
 
     src = resolve(args.model)
     tok = AutoTokenizer.from_pretrained(src)
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, task_type="CAUSAL_LM",
-                                             target_modules=sft.find_target_modules(model)))
-    texts = [sft_data.prompt_text("alpaca", tok, r.instruction, r.input) + r.output + tok.eos_token
+                                             target_modules=lora.find_target_modules(model)))
+    texts = [prompts.prompt_text("alpaca", tok, r.instruction, r.input) + r.output + tok.eos_token
              for r in df.itertuples()]
     enc = tok(texts, padding="max_length", truncation=True, max_length=args.max_length)
     rows = [{"input_ids": ids, "attention_mask": m, "labels": [t if k else -100 for t, k in zip(ids, m, strict=True)]}
@@ -154,7 +155,7 @@ def main() -> None:
     df = load_records(args.input, args.n)
     from transformers import AutoConfig
 
-    from selectune.models import count_parameters, resolve
+    from selectune.core.models import count_parameters, resolve
 
     config = AutoConfig.from_pretrained(resolve(args.model))
     n_all = count_parameters(args.model)

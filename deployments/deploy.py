@@ -48,7 +48,7 @@ def deploy(pool: str = POOL, source: str | Path = ROOT, cron: str = CRON, data_i
     """Register the deployments; returns {name: deployment id}."""
     from prefect import flow
 
-    from selectune.settings import disable_telemetry
+    from selectune.core.settings import disable_telemetry
 
     disable_telemetry()
     asyncio.run(ensure_pool(pool))

@@ -27,8 +27,8 @@ from selectune.config import (
     TuneConfig,
     flatten,
 )
-from selectune.rundir import locked
-from selectune.settings import disable_telemetry
+from selectune.core.rundir import locked
+from selectune.core.settings import disable_telemetry
 from selectune.stages import StageResult
 from tasks.judge import judge_task
 from tasks.load import load_task

@@ -31,9 +31,10 @@ import pandas as pd
 from prefect import flow, task, unmapped
 from prefect.cache_policies import NO_CACHE
 
-from selectune import data, metrics, plots, shards, tracking
+from selectune import data, shards, tracking
 from selectune.config import ScaleConfig, SelectITConfig
-from selectune.settings import TELEMETRY_OFF, disable_telemetry, home
+from selectune.core import metrics, plots
+from selectune.core.settings import TELEMETRY_OFF, disable_telemetry, home
 from selectune.stages import StageResult, file_digest, run_stage, stage_key
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ def score_stage_sharded(cfg: SelectITConfig, scale: ScaleConfig, records: str, r
                         parent_run_id: str | None = None, stage: str = "selectit") -> StageResult:
     """``score_stage`` in shards on ``scale``'s runner: the same scored.parquet (and stage key) plus
     shards_total / shards_skipped; finished shards of an interrupted run are not scored again."""
-    from selectune import models
+    from selectune.core import models
 
     fingerprints = {f"model.{models.model_key(m)}": models.fingerprint(m) for m in cfg.models}
     inputs = {"records": file_digest(records), **fingerprints}

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 import typer
 
 from selectune.commands import fail
-from selectune.settings import disable_telemetry
+from selectune.core.settings import disable_telemetry
 
 app = typer.Typer(help="Curate instruction-tuning data with the LLM itself, then train on it.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -27,7 +27,7 @@ OnInvalid = Literal["error", "skip"]
 @models_app.command("list")
 def models_list() -> None:
     """Aliases, sources, sizes, parameter counts and whether each is cached."""
-    from selectune.models import list_models
+    from selectune.core.models import list_models
 
     rows = list_models()
     typer.echo(f"{'alias':24} {'kind':16} {'source':32} {'cached':7} {'size MB':>8} {'params':>12}")
@@ -40,7 +40,7 @@ def models_list() -> None:
 @models_app.command("pull")
 def models_pull(alias: str) -> None:
     """Prepare an alias: convert its GGUF once to safetensors under $SELECTUNE_HOME/models/."""
-    from selectune.models import ALIASES, prepare
+    from selectune.core.models import ALIASES, prepare
 
     if alias not in ALIASES:
         fail(f"unknown alias {alias!r}; known: {', '.join(ALIASES)}")
@@ -87,12 +87,10 @@ def score_selectit_cmd(
     limit: Annotated[int | None, typer.Option(help="Score only the first N records")] = None,
 ) -> None:
     """SelectIT scores (token, sentence and model level) for every record."""
-    from selectune.cache import RatingCache
     from selectune.config import SelectITConfig
+    from selectune.core.metrics import label_auroc
     from selectune.data import DataValidationError, load_records, write_parquet, write_rejections
-    from selectune.metrics import label_auroc
-    from selectune.scoring import score_selectit
-    from selectune.settings import home
+    from selectune.scoring import rating_cache, score_selectit
 
     try:
         cfg = SelectITConfig(models=model or SelectITConfig().models, rating_scale=k, std_penalty=alpha, dtype=dtype,
@@ -106,7 +104,7 @@ def score_selectit_cmd(
     if res.rejected:
         typer.echo(f"rejected rows: {len(res.rejected)} -> "
                    f"{write_rejections(res.rejected, output.with_name(output.stem + '.rejected.jsonl'))}")
-    cache = RatingCache(home() / "cache" / "selectit.sqlite") if cfg.use_cache else None
+    cache = rating_cache() if cfg.use_cache else None
     try:
         report = score_selectit(df, cfg, cache)
     except (ValueError, OSError) as err:

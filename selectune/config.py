@@ -2,89 +2,17 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-Dtype = Literal["auto", "float32", "bfloat16"]
-DEFAULT_STUDENT = "gemma-3-270m"  # the model a user tunes, the first rater, the judge base
-DEFAULT_TEACHER = "smollm2-135m-instruct"  # the reflecting teacher, the second rater
-DEFAULT_EMBEDDER = "minilm-l6"
+from selectune.core.config import BatchedScoring, Config, LoRATraining, ModelOptions
+from selectune.core.models import DEFAULT_EMBEDDER, DEFAULT_STUDENT, DEFAULT_TEACHER
 
 
-class _Config(BaseModel):
-    """A stage config: unknown fields are errors; ``renamed`` maps old field names to new ones, accepted with a
-    FutureWarning for one release."""
-
-    model_config = ConfigDict(extra="forbid")
-    renamed: ClassVar[dict[str, str]] = {}
-
-    @model_validator(mode="before")
-    @classmethod
-    def _accept_old_names(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or not cls.renamed:
-            return data
-        data = dict(data)
-        for old, new in cls.renamed.items():
-            if old not in data:
-                continue
-            if new in data:
-                raise ValueError(f"{cls.__name__}: both {old!r} and {new!r} given; {old!r} is the old name of {new!r}")
-            warnings.warn(f"{cls.__name__}: the field {old!r} is now {new!r}; the old name is accepted until "
-                          "selectune 0.3", FutureWarning, stacklevel=2)
-            data[new] = data.pop(old)
-        return data
-
-
-class ModelOptions(_Config):
-    """How a model is loaded."""
-
-    dtype: Dtype = Field("auto", description="Weights dtype; auto = bfloat16 where the hardware supports it")
-    trust_remote_code: bool = Field(False, description="Allow model repos to run their own code")
-
-
-class BatchedScoring(ModelOptions):
-    """Forward passes over length-sorted, padded batches (SelectIT ratings, IFD losses)."""
-
-    batch_size: int = Field(16, ge=1, description="Max sequences per forward pass (length-sorted batches)")
-    max_batch_tokens: int | None = Field(None, ge=64, description="Max padded tokens per forward pass; default "
-                                         "1024 on CPU (activations stay in cache), 32768 on GPU")
-    attn_implementation: Literal["auto", "eager", "sdpa"] = Field("auto", description="auto = eager for "
-                                                                 "bfloat16 on CPU (faster there), else sdpa")
-    max_tokens: int = Field(1024, ge=32, description="Token limit per sequence")
-
-
-class LoRATraining(ModelOptions):
-    """LoRA (peft) on a frozen base with the transformers Trainer: shared by tuning and the judge."""
-
-    base: str = Field(DEFAULT_STUDENT, description="Base model: alias, local folder or hub id")
-    template: Literal["auto", "alpaca", "chat"] = Field("auto", description="auto: the chat template when the "
-                                                        "tokenizer has one and the model is instruction-tuned "
-                                                        "(instruct alias, or instruct/chat/-it in its name), "
-                                                        "else Stanford Alpaca")
-    lora_r: int = Field(16, ge=1, description="LoRA rank")
-    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator")
-    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
-    target_modules: list[str] | None = Field(None, description="Default: attention and MLP projections found")
-    max_tokens: int = Field(512, ge=16, description="Token limit per training example (longer ones are cut, "
-                            "counted)")
-    epochs: float = Field(3.0, gt=0, description="Training epochs")
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps")
-    save_steps: int = Field(50, ge=1, description="Checkpoint every N optimizer steps under <output>/checkpoints; "
-                            "a re-run with the same output resumes from the last one")
-    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate (cosine schedule)")
-    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Linear warmup fraction")
-    batch_size: int = Field(4, ge=1, description="Per-device micro-batch")
-    grad_accum: int = Field(4, ge=1, description="Gradient accumulation steps")
-    gradient_checkpointing: bool = Field(False, description="Trade compute for memory")
-    seed: int = Field(0, description="Training seed")
-    register_as: str | None = Field(None, description="MLflow Model Registry name (None: skip)")
-
-
-class DataConfig(_Config):
+class DataConfig(Config):
     """Load and validate the instruction dataset."""
 
     input: str = Field("data/demo/demo.json", description="Alpaca JSON/JSONL, ShareGPT JSON, CSV, Parquet, "
@@ -125,7 +53,7 @@ class SelectITConfig(BatchedScoring):
         return self
 
 
-class SelectionConfig(_Config):
+class SelectionConfig(Config):
     """Subset selection: rank by one score or a weighted combination, with baselines, constraints and an optional
     diversity pass. Budget: top fraction (SelectIT's 20%), top-k, or a score threshold."""
 
@@ -207,7 +135,7 @@ class IFDConfig(BatchedScoring):
     template: Literal["alpaca", "vicuna", "chat"] = Field("alpaca", description="Prompt template around Q")
 
 
-class ReflectionConfig(_Config):
+class ReflectionConfig(Config):
     """Selective Reflection-Tuning recycling (arXiv 2402.10110): teacher rewrites kept when the student's
     IFD / reversed-IFD say they help."""
 
@@ -282,7 +210,7 @@ class JudgeConfig(LoRATraining):
     register_as: str | None = Field("selectune-judge", description="MLflow Model Registry name (None: skip)")
 
 
-class ScaleConfig(_Config):
+class ScaleConfig(Config):
     """Sharded execution of per-record model work on a distributed engine."""
 
     runner: Literal["local", "dask", "ray"] = Field("local", description="local: one process; dask: "
@@ -297,7 +225,7 @@ class ScaleConfig(_Config):
                                   "Ray num_gpus)")
 
 
-class PipelineConfig(_Config):
+class PipelineConfig(Config):
     """A whole curation run: where it writes, how it is tracked, and each stage's config."""
 
     run_dir: str | None = Field(None, description="Stage outputs go to <run_dir>/<stage>/; default "

@@ -1,5 +1,6 @@
-"""Record embeddings for the diversity pass: a sentence embedder, an on-disk cache keyed by record id and
-embedder fingerprint (re-runs embed only new records), and the blockwise nearest-accepted search."""
+"""Record embeddings for the diversity pass: a sentence embedder, an on-disk cache keyed by record id (one file per
+embedder fingerprint and text version, so re-runs embed only new records), and the blockwise nearest-accepted
+search."""
 
 from __future__ import annotations
 
@@ -13,51 +14,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from selectune.settings import home
+from selectune.core.cache import Cache
+from selectune.core.models import DEFAULT_EMBEDDER
+from selectune.core.prompts import join_instruction
+from selectune.core.settings import home
 
 log = logging.getLogger(__name__)
-TEXT_VERSION = "t1"  # part of the cache key: bump when embedding_text changes
+TEXT_VERSION = "t2"  # part of the cache key: bump when embedding_text changes
+VECTORS = ("vectors", ("vector BLOB",))  # cache table: one unit-length float32 vector per record id
 
 
 def embedding_text(instruction: str, input: str, output: str) -> str:
-    """What is embedded for a record: instruction, input (when present) and response, blank-line separated."""
-    return "\n\n".join(part for part in (instruction, input, output) if part)
-
-
-class EmbeddingCache:
-    """Unit-length float32 vectors by record id in one ``.npz`` file (ids + matrix), replaced atomically."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.ids: np.ndarray = np.empty(0, dtype=str)
-        self.vectors: np.ndarray | None = None
-        if self.path.is_file():
-            with np.load(self.path, allow_pickle=False) as f:
-                self.ids, self.vectors = f["ids"], f["vectors"]
-        self.index = {str(i): n for n, i in enumerate(self.ids)}
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def lookup(self, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(row in the cache per id, -1 when absent; mask of ids found)."""
-        rows = np.array([self.index.get(i, -1) for i in ids], dtype=np.int64)
-        return rows, rows >= 0
-
-    def add(self, ids: list[str], vectors: np.ndarray) -> None:
-        """Append new ids and write the file (temporary name, then rename)."""
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if self.vectors is not None and self.vectors.shape[1] != vectors.shape[1]:
-            raise ValueError(f"{self.path}: cached vectors have {self.vectors.shape[1]} dims, new ones "
-                             f"{vectors.shape[1]}")
-        self.vectors = vectors if self.vectors is None else np.concatenate([self.vectors, vectors])
-        self.ids = np.concatenate([self.ids.astype(str), np.asarray(ids, dtype=str)])
-        self.index = {str(i): n for n, i in enumerate(self.ids)}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with tmp.open("wb") as fh:
-            np.savez(fh, ids=self.ids, vectors=self.vectors)
-        tmp.replace(self.path)
+    """What is embedded for a record: the joined instruction and input, a blank line, the response."""
+    return "\n\n".join(part for part in (join_instruction(instruction, input), output) if part)
 
 
 @dataclass
@@ -71,15 +40,15 @@ class Embeddings:
 
 
 def cache_path(embedder: str) -> Path:
-    """``<home>/cache/embeddings/<model>-<fingerprint>-<text version>.npz``."""
-    from selectune import models
+    """``<home>/cache/embeddings/<model>-<fingerprint>-<text version>.sqlite``."""
+    from selectune.core import models
 
     name = re.sub(r"[^\w.-]+", "_", models.model_key(embedder))
-    return home() / "cache" / "embeddings" / f"{name}-{models.fingerprint(embedder)}-{TEXT_VERSION}.npz"
+    return home() / "cache" / "embeddings" / f"{name}-{models.fingerprint(embedder)}-{TEXT_VERSION}.sqlite"
 
 
-def embed_records(df: pd.DataFrame, embedder: str = "minilm-l6", *, batch_size: int = 64, use_cache: bool = True,
-                  model: Any = None) -> Embeddings:
+def embed_records(df: pd.DataFrame, embedder: str = DEFAULT_EMBEDDER, *, batch_size: int = 64,
+                  use_cache: bool = True, model: Any = None) -> Embeddings:
     """Embed each record (unit-length rows, in ``df`` order), reusing and extending the cache.
 
     ``model``: an already loaded SentenceTransformer for ``embedder`` (loaded on demand otherwise).
@@ -89,14 +58,14 @@ def embed_records(df: pd.DataFrame, embedder: str = "minilm-l6", *, batch_size: 
         raise ValueError(f"embedding needs columns {missing}; available columns: {[str(c) for c in df.columns]}")
     start = time.perf_counter()
     ids = df["id"].astype(str).tolist()
-    cache = EmbeddingCache(cache_path(embedder)) if use_cache else None
-    rows, found = cache.lookup(ids) if cache is not None else (np.full(len(ids), -1), np.zeros(len(ids), bool))
-    todo = np.flatnonzero(~found)
-    new = np.empty((0, 0), dtype=np.float32)
-    if len(todo):
+    cache = Cache(cache_path(embedder), *VECTORS) if use_cache else None
+    found = cache.get_many(dict.fromkeys(ids)) if cache is not None else {}
+    todo = [i for i, rid in enumerate(ids) if rid not in found]
+    vectors: dict[str, np.ndarray] = {rid: np.frombuffer(v[0], dtype=np.float32) for rid, v in found.items()}
+    if todo:
         if model is None:
-            from selectune.models import load_embedder
-            from selectune.settings import device
+            from selectune.core.models import load_embedder
+            from selectune.core.settings import device
 
             model = load_embedder(embedder, device())
         sub = df.iloc[todo]
@@ -104,15 +73,13 @@ def embed_records(df: pd.DataFrame, embedder: str = "minilm-l6", *, batch_size: 
                  for row in sub.reindex(columns=["instruction", "input", "output"]).itertuples(index=False)]
         new = np.asarray(model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
                                       show_progress_bar=len(texts) >= 1000), dtype=np.float32)
+        fresh = {ids[i]: row for i, row in zip(todo, new, strict=True)}
         if cache is not None:
-            firsts = pd.Index([ids[i] for i in todo]).duplicated(keep="first")
-            cache.add([ids[i] for i in todo[~firsts]], new[~firsts])
-    dim = new.shape[1] if len(todo) else cache.vectors.shape[1] if cache is not None and len(cache) else 0
-    out = np.empty((len(ids), dim), dtype=np.float32)
-    if len(todo):
-        out[todo] = new
-    if found.any():
-        out[found] = cache.vectors[rows[found]]  # type: ignore[union-attr]
+            cache.put_many((rid, v.tobytes()) for rid, v in fresh.items())
+        vectors.update(fresh)
+    if cache is not None:
+        cache.close()
+    out = np.stack([vectors[rid] for rid in ids]) if ids else np.empty((0, 0), dtype=np.float32)
     seconds = time.perf_counter() - start
     log.info("embedded %d new of %d records in %.1fs", len(todo), len(ids), seconds)
     return Embeddings(out, len(todo), seconds, str(cache.path) if cache is not None else None)

@@ -14,7 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from selectune.sft_data import Collator, Example, encode_frame, prompt_ids
+from selectune.core.prompts import join_instruction, prompt_ids
+from selectune.sft_data import Collator, Example, encode_frame
 
 
 def response_loss(model: Any, examples: Sequence[Example], pad_id: int, batch_size: int = 8,
@@ -26,7 +27,7 @@ def response_loss(model: Any, examples: Sequence[Example], pad_id: int, batch_si
     """
     import torch
 
-    from selectune.inference import length_batches
+    from selectune.core.lm import length_batches
 
     device = next(model.parameters()).device
     collate = Collator(pad_id)
@@ -46,23 +47,14 @@ def response_loss(model: Any, examples: Sequence[Example], pad_id: int, batch_si
 
 def generate(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int,
              batch_size: int = 8) -> list[str]:
-    """Greedy continuations of tokenized prompts (left-padded batches), special tokens stripped."""
-    import torch
+    """Greedy continuations of tokenized prompts, special tokens and surrounding whitespace stripped."""
     from tqdm.auto import tqdm
 
-    from selectune.inference import pad_left
+    from selectune.core import generate as engine
 
-    device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    out: list[str] = []
-    for start in tqdm(range(0, len(prompts), batch_size), desc="generate", leave=False):
-        ids, mask, _ = pad_left(prompts[start:start + batch_size], pad_id)
-        with torch.inference_mode():
-            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
-                                 max_new_tokens=max_new_tokens, pad_token_id=pad_id, top_p=None, top_k=None,
-                                 use_cache=True)  # training switched the config default off
-        out += tokenizer.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
-    return [t.strip() for t in out]
+    with tqdm(total=len(prompts), desc="generate", leave=False) as bar:
+        out = engine.generate(model, tokenizer, prompts, max_new_tokens, batch_size, progress=bar)
+    return [g.text.strip() for g in out]
 
 
 @dataclass
@@ -93,7 +85,7 @@ def evaluate(model: Any, tokenizer: Any, heldout: pd.DataFrame, template: str, m
                                 "eval.tokens": n_tokens})
             gens[name] = generate(model, tokenizer, prompts, max_new_tokens) if prompts else []
     metrics["eval.seconds"] = round(time.perf_counter() - start, 3)
-    table = pd.DataFrame({"instruction": [f"{r.instruction}\n\n{r.input}" if r.input else r.instruction
+    table = pd.DataFrame({"instruction": [join_instruction(r.instruction, r.input)
                                           for r in rows.itertuples(index=False)],
                           "reference": list(rows["output"]), "base": gens["base"], "tuned": gens["tuned"]})
     if out_dir is not None:

@@ -14,7 +14,6 @@ trainer wraps them in the Alpaca prompt.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,8 @@ import numpy as np
 import pandas as pd
 
 from selectune.config import JudgeConfig
+from selectune.core.lm import digit_token_ids
+from selectune.core.prompts import adds_special_tokens, join_instruction, pick_template, prompt_ids, prompt_text
 
 WITH_REF = ("Act as a careful, precise judge of answer quality. Rate the answer to the question on a scale from 0 "
             "to 9, where a higher number means a better answer. Use the reference answer to make your judgement. "
@@ -33,16 +34,11 @@ REF_FREE = ("Act as a careful, precise judge of answer quality. Rate the answer 
             "to 9, where a higher number means a better answer. Reply with one integer from 0 to 9.\n\n"
             "[Question]\n{question}\n\n[Answer]\n{response}")
 SENTINEL = "\x00JUDGE\x00"
-_SPACE_MARKERS = ("", "▁", "Ġ")  # plain digit, SentencePiece space, byte-level BPE space
-
-
-def question(instruction: str, input: str | None = "") -> str:
-    return f"{instruction}\n\n{input}" if input else instruction
 
 
 def judge_prompt(instruction: str, input: str | None, response: str, reference: str | None = None) -> str:
     """The with-reference prompt when ``reference`` is given, else the reference-free one."""
-    q = question(instruction, input)
+    q = join_instruction(instruction, input)
     if reference is None:
         return REF_FREE.format(question=q, response=response)
     return WITH_REF.format(question=q, reference=reference, response=response)
@@ -50,15 +46,7 @@ def judge_prompt(instruction: str, input: str | None, response: str, reference: 
 
 def digit_ids(tokenizer: Any) -> list[int]:
     """Vocabulary ids of the single tokens "0".."9" (plain, else with a leading-space marker)."""
-    vocab = tokenizer.get_vocab()
-    ids = []
-    for d in "0123456789":
-        tid = next((vocab[m + d] for m in _SPACE_MARKERS if m + d in vocab), None)
-        if tid is None:
-            raise ValueError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no single token for the digit "
-                             f"{d!r}; the Self-J judge reads a 0-9 rating from one token, use another model")
-        ids.append(tid)
-    return ids
+    return digit_token_ids(tokenizer, list("0123456789"), "the digit")
 
 
 def judge_inputs(tokenizer: Any, template: str, instructions: Sequence[str], inputs: Sequence[str | None],
@@ -66,8 +54,7 @@ def judge_inputs(tokenizer: Any, template: str, instructions: Sequence[str], inp
     """Token ids of the templated judge prompts, ending where the rating digit comes next.
 
     Over-long prompts keep their head and the template's answer cue (the end of the answer is cut)."""
-    from selectune.inference import encode
-    from selectune.sft_data import prompt_text
+    from selectune.core.lm import encode
 
     refs = references if references is not None else [None] * len(responses)
     if not len(instructions) == len(inputs) == len(responses) == len(refs):
@@ -76,7 +63,8 @@ def judge_inputs(tokenizer: Any, template: str, instructions: Sequence[str], inp
     tail = prompt_text(template, tokenizer, SENTINEL).split(SENTINEL)[1]
     texts = [prompt_text(template, tokenizer, judge_prompt(i, x, r, ref))
              for i, x, r, ref in zip(instructions, inputs, responses, refs, strict=True)]
-    return [e.ids for e in encode(tokenizer, texts, tail, max_length, "right", add_special_tokens=template == "alpaca")]
+    return [e.ids for e in encode(tokenizer, texts, tail, max_length, "right",
+                                  add_special_tokens=adds_special_tokens(template))]
 
 
 def batch_budget(model: Any, max_batch_tokens: int | None) -> int:
@@ -88,7 +76,7 @@ def digit_probs(model: Any, tokenizer: Any, seqs: Sequence[Sequence[int]], batch
     """Distribution over "0".."9" at the last position of each sequence, renormalized over the ten: [n, 10]."""
     from tqdm.auto import tqdm
 
-    from selectune.inference import iter_last_token_probs
+    from selectune.core.lm import iter_last_token_probs
 
     out = np.zeros((len(seqs), 10))
     if not len(seqs):
@@ -116,8 +104,8 @@ def cosines(responses: Sequence[str], references: Sequence[str], embedder: str =
             model: Any = None) -> np.ndarray:
     """Cosine similarity of each response to its reference under a sentence embedder."""
     if model is None:
-        from selectune.models import load_embedder
-        from selectune.settings import device
+        from selectune.core.models import load_embedder
+        from selectune.core.settings import device
 
         model = load_embedder(embedder, device())
     texts = sorted(set(responses) | set(references))
@@ -135,84 +123,43 @@ class LoadedModel:
     adapter_dir: str | None = None  # set when ``ref`` is a selectune adapter (folder or registry URI)
 
 
-def adapter_folder(ref: str) -> Path | None:
-    """Local selectune adapter folder for an adapter path or an MLflow model URI; None for plain models."""
-    from selectune.sft import META
-
-    if ref.startswith(("models:/", "runs:/")):
-        import mlflow
-
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref))
-        found = sorted(p.parent for p in local.rglob(META))
-        if not found:
-            raise FileNotFoundError(f"{ref}: no selectune adapter ({META}) among the model's artifacts")
-        return found[0]
-    path = Path(ref).expanduser()
-    return path if (path / META).is_file() else None
-
-
 def load_model(ref: str, template: str = "auto", dtype: str | None = None, device: str | None = None,
                trust_remote_code: bool = False) -> LoadedModel:
     """Alias, folder or hub id; or a selectune adapter folder / ``models:/NAME/VERSION`` (base + adapter).
 
     ``dtype`` None: an adapter's base in the dtype it was trained with, other models as ``auto`` resolves."""
-    from selectune import models
-    from selectune.settings import device as best_device
-    from selectune.settings import resolve_dtype
-    from selectune.sft_data import pick_template
+    from selectune.core import models
+    from selectune.core.lora import load_adapter, read_meta
+    from selectune.core.settings import device as best_device
+    from selectune.core.settings import resolve_dtype
+    from selectune.tracking import adapter_folder
 
     dev = device or best_device()
     folder = adapter_folder(ref)
     if folder is not None:
-        from selectune.registry import load_local, read_meta
-
-        model, tok = load_local(folder, dev, dtype)
+        model, tok = load_adapter(folder, dev, dtype)
         return LoadedModel(model, tok, read_meta(folder)["template"] if template == "auto" else template, ref,
                            str(folder))
     model, tok = models.load_causal_lm(ref, dtype or resolve_dtype("auto", dev), dev, trust_remote_code)
     return LoadedModel(model, tok, pick_template(template, ref, tok), ref)
 
 
-def _sample_seed(seed: int, record: str, sample: int) -> int:
-    return int(hashlib.sha256(f"{seed}|{record}|{sample}".encode()).hexdigest()[:15], 16)
-
-
 def sample_responses(lm: LoadedModel, df: pd.DataFrame, n: int, temperature: float, top_p: float,
                      max_new_tokens: int, seed: int, batch_size: int = 8) -> pd.DataFrame:
     """``n`` sampled responses per record (columns id, sample, response). Each response has its own generator,
     seeded from (seed, record id, sample index), so it does not depend on its batch neighbours."""
-    import torch
     from tqdm.auto import tqdm
-    from transformers import GenerationConfig
 
-    from selectune.inference import length_batches, pad_left
-    from selectune.sft_data import prompt_ids
-    from selectune.teacher_hf import RowSampler
+    from selectune.core.generate import generate, row_seed
 
-    model, tok = lm.model, lm.tokenizer
-    prompts = [prompt_ids(lm.template, tok, r.instruction, r.input or "") for r in df.itertuples(index=False)]
+    prompts = [prompt_ids(lm.template, lm.tokenizer, r.instruction, r.input or "") for r in df.itertuples(index=False)]
+    ids = df["id"].astype(str).tolist()
     jobs = [(i, s) for i in range(len(df)) for s in range(n)]
-    eos = model.generation_config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [eos if eos is not None else tok.eos_token_id])
-    pad = tok.pad_token_id if tok.pad_token_id is not None else min(eos_ids)
-    gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=sorted(eos_ids),
-                               pad_token_id=pad, use_cache=True)
-    dev = next(model.parameters()).device
-    ids_col = df["id"].astype(str).tolist()
-    texts = [""] * len(jobs)
     with tqdm(total=len(jobs), desc=f"sample {Path(lm.ref).name}", unit="response", leave=False) as bar:
-        for batch in length_batches([len(prompts[i]) for i, _ in jobs], batch_size, 1 << 62):
-            input_ids, mask, _ = pad_left([prompts[jobs[j][0]] for j in batch], pad)
-            gens = [torch.Generator().manual_seed(_sample_seed(seed, ids_col[jobs[j][0]], jobs[j][1])) for j in batch]
-            with torch.inference_mode():
-                out = model.generate(input_ids=input_ids.to(dev), attention_mask=mask.to(dev),
-                                     generation_config=gen_cfg, logits_processor=[RowSampler(gens, temperature, top_p)])
-            for row, j in enumerate(batch):
-                new = out[row, input_ids.shape[1]:].tolist()
-                end = next((k for k, t in enumerate(new) if t in eos_ids), len(new))
-                texts[j] = tok.decode(new[:end], skip_special_tokens=True).strip()
-            bar.update(len(batch))
-    return pd.DataFrame({"id": [ids_col[i] for i, _ in jobs], "sample": [s for _, s in jobs], "response": texts})
+        out = generate(lm.model, lm.tokenizer, [prompts[i] for i, _ in jobs], max_new_tokens, batch_size, temperature,
+                       top_p, [row_seed(seed, ids[i], s) for i, s in jobs], bar)
+    return pd.DataFrame({"id": [ids[i] for i, _ in jobs], "sample": [s for _, s in jobs],
+                         "response": [g.text.strip() for g in out]})
 
 
 def generate_labels(df: pd.DataFrame, cfg: JudgeConfig, lm: LoadedModel, embedder_model: Any = None) -> pd.DataFrame:

@@ -37,7 +37,7 @@ class Judge:
 def load_judge(ref: str, dtype: str | None = None, device: str | None = None, template: str = "auto") -> Judge:
     """A judge adapter folder or ``models:/NAME/VERSION`` (any causal LM alias/path works as an untrained judge);
     ``dtype`` None: the dtype the judge was trained in."""
-    from selectune.registry import read_meta
+    from selectune.core.lora import read_meta
 
     lm = load_model(ref, template, dtype, device)
     meta = read_meta(lm.adapter_dir) if lm.adapter_dir else {}
@@ -87,12 +87,12 @@ def answer(lm: LoadedModel, judge: Judge, instructions: Sequence[str], inputs: S
            threshold: float = 5.0, max_new_tokens: int = 256) -> list[dict[str, Any]]:
     """Selective instruction following: a greedy answer per instruction, declined (a refusal message plus the
     score) when the judge's reference-free score is below ``threshold``."""
-    from selectune.evaluate import generate
-    from selectune.sft_data import prompt_ids
+    from selectune.core.generate import generate
+    from selectune.core.prompts import prompt_ids
 
     ins = list(inputs) if inputs is not None else [""] * len(instructions)
     prompts = [prompt_ids(lm.template, lm.tokenizer, i, x) for i, x in zip(instructions, ins, strict=True)]
-    texts = generate(lm.model, lm.tokenizer, prompts, max_new_tokens)
+    texts = [g.text.strip() for g in generate(lm.model, lm.tokenizer, prompts, max_new_tokens)]
     scores = score_pairs(judge, pd.DataFrame({"instruction": list(instructions), "input": ins, "response": texts}),
                          False)["judge_score"].to_numpy()
     return [decide(text, float(s), threshold) for text, s in zip(texts, scores, strict=True)]

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from selectune import tracking
-from selectune.config import IFDConfig, JudgeConfig
+from selectune.config import JudgeConfig
 from selectune.stages import StageResult, file_digest, run_stage
 
 PAIR_COLUMNS = ["id", "sample", "instruction", "input", "response", "reference"]
@@ -39,7 +39,7 @@ def resolve_ref(ref: str) -> str:
 
 def model_digest(ref: str) -> str:
     """Identity of a model reference: the registry URI (``latest`` pinned), else the content fingerprint."""
-    from selectune import models
+    from selectune.core import models
 
     ref = resolve_ref(ref)
     return ref if ref.startswith(("models:/", "runs:/")) else models.fingerprint(ref)
@@ -47,16 +47,16 @@ def model_digest(ref: str) -> str:
 
 def response_perplexity(lm: object, pairs: pd.DataFrame, cfg: JudgeConfig) -> np.ndarray:
     """Perplexity of each response after its templated prompt under the model under evaluation (NaN if empty)."""
-    from selectune.ifd import sequence_losses
-    from selectune.sft_data import prompt_text
+    from selectune.core.losses import sequence_losses
+    from selectune.core.prompts import prompt_text
 
     out = np.full(len(pairs), np.nan)
     keep = np.flatnonzero(pairs["response"].str.strip().str.len().to_numpy() > 0)
     if len(keep):
         rows = pairs.iloc[keep]
         prefixes = [prompt_text(lm.template, lm.tokenizer, r.instruction, r.input) for r in rows.itertuples()]
-        ifd_cfg = IFDConfig(max_tokens=max(cfg.max_tokens, 32), batch_size=cfg.score_batch_size)
-        losses, _, _ = sequence_losses(lm.model, lm.tokenizer, prefixes, rows["response"].tolist(), ifd_cfg)
+        losses, _, _ = sequence_losses(lm.model, lm.tokenizer, prefixes, rows["response"].tolist(),
+                                       max(cfg.max_tokens, 32), cfg.score_batch_size)
         out[keep] = np.exp(losses)
     return out
 
@@ -74,7 +74,7 @@ def judge_stage(cfg: JudgeConfig, records: str, run_dir: str | Path, parent_run_
                 model_under_eval: str | None = None) -> StageResult:
     """Write ``<run_dir>/judge/``: labels.parquet, adapter/, eval.parquet, coverage.png; with a parent MLflow run,
     log them and register the judge as ``cfg.register_as`` (output ``model_uri``)."""
-    from selectune import models
+    from selectune.core import models
 
     ref = model_under_eval or cfg.model
     if not ref:
@@ -84,8 +84,9 @@ def judge_stage(cfg: JudgeConfig, records: str, run_dir: str | Path, parent_run_
               "base": models.fingerprint(cfg.base), "embedder": models.fingerprint(cfg.embedder)}
 
     def body(out: Path) -> tuple[dict[str, str], dict[str, float]]:
-        from selectune import data, judge, judge_infer, judge_train, metrics
-        from selectune.settings import device, resolve_dtype
+        from selectune import data, judge, judge_infer, judge_train
+        from selectune.core import metrics
+        from selectune.core.settings import device, resolve_dtype
         from selectune.sft import split
 
         df = data.load_records(records).records

@@ -3,23 +3,19 @@
 Each labelled response gives two prompts for the same target digit: the with-reference judge prompt (the
 teacher view) and the reference-free one (the student view). At the single target position:
 
-    loss = CE(with-ref) + alpha * CE(ref-free) + beta * KL(p_with-ref || p_ref-free)
+    loss = CE(with-ref) + ref_free_weight * CE(ref-free) + kl_weight * KL(p_with-ref || p_ref-free)
 
 with the with-reference distribution detached. As in the official trainer (github.com/nusnlp/Self-J, kd.py),
 the KL runs over the full vocabulary (softmax of all logits, not just the ten digits) with ``batchmean``
 reduction (mean over target positions); only the rating digit is a target here (the official code excludes
 EOS from the KL as well). Both views of a batch run in one left-padded forward pass that computes logits at
-the last position only (``logits_to_keep=1``). Training reuses the tune stage's machinery: the transformers
-Trainer with peft LoRA, checkpoints under ``<output>/checkpoints`` with resume on a matching run key, per-step
-MLflow metrics, and the adapter folder format (``selectune.json``) that ``selectune.registry`` reloads.
+the last position only (``logits_to_keep=1``). Training is the shared LoRA trainer (:mod:`selectune.core.lora`):
+checkpoints with resume on a matching run key, per-step MLflow metrics, and the adapter folder format.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from selectune.config import JudgeConfig
+from selectune.core.lm import pad_id, pad_left
 
 log = logging.getLogger(__name__)
 PART_KEYS = ("ce_ref", "ce_free", "kl")
@@ -66,8 +63,6 @@ class PairCollator:
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
-
-        from selectune.inference import pad_left
 
         ids, mask, positions = pad_left([x["ref"] for x in items] + [x["free"] for x in items], self.pad_id)
         return {"input_ids": ids, "attention_mask": mask, "position_ids": positions,
@@ -111,24 +106,6 @@ def _trainer_class() -> type:
     return SelfJTrainer
 
 
-def _step_metrics() -> Any:
-    """Trainer callback: per-step loss, its parts, learning rate and grad norm into the active MLflow run."""
-    from transformers import TrainerCallback
-
-    keys = ("loss", "learning_rate", "grad_norm", *PART_KEYS)
-
-    class StepMetrics(TrainerCallback):
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **_: Any) -> None:
-            import mlflow
-
-            vals = {f"judge_train.{k}": float(v) for k, v in (logs or {}).items()
-                    if k in keys and isinstance(v, int | float)}
-            if vals and state.is_world_process_zero and mlflow.active_run() is not None:
-                mlflow.log_metrics(vals, step=state.global_step)
-
-    return StepMetrics()
-
-
 @dataclass
 class JudgeTrainResult:
     model: Any  # the trained PeftModel, eval mode
@@ -144,62 +121,25 @@ TRAIN_FIELDS = ("base", "template", "ref_free_weight", "kl_weight", "lora_r", "l
 
 
 def train_judge(cfg: JudgeConfig, labels: pd.DataFrame, output: str | Path, callbacks: tuple = ()) -> JudgeTrainResult:
-    """Train the judge adapter on ``labels`` (rows of :func:`selectune.judge.generate_labels`); writes
-    ``<output>/adapter`` and checkpoints under ``<output>/checkpoints`` (resumed when the run key matches)."""
-    from transformers import TrainingArguments
-
-    from selectune import models, tracking
-    from selectune.settings import device, resolve_dtype
-    from selectune.sft import RUN_KEY, _last_checkpoint, add_lora, write_meta
-    from selectune.sft_data import pick_template
+    """Train the judge adapter on ``labels`` (rows of :func:`selectune.judge.generate_labels`) with the shared LoRA
+    trainer; writes ``<output>/adapter`` and checkpoints under ``<output>/checkpoints`` (resumed when the run key
+    matches)."""
+    from selectune import tracking
+    from selectune.core import lora, models
 
     if labels.empty:
         raise ValueError("judge training: no labelled responses")
-    out, dev = Path(output), device()
-    ckpt = out / "checkpoints"
-    key = hashlib.sha256(json.dumps({"cfg": {k: getattr(cfg, k) for k in TRAIN_FIELDS}, "base":
-                                     models.fingerprint(cfg.base), "labels": tracking.digest(
-                                         labels, ["id", "sample", "response", "digit"])},
-                                    sort_keys=True, default=str).encode()).hexdigest()
-    key_file = ckpt / RUN_KEY
-    if ckpt.is_dir() and (not key_file.is_file() or json.loads(key_file.read_text())["key"] != key):
-        log.warning("%s: checkpoints from another config or label set; starting over", ckpt)
-        shutil.rmtree(ckpt)
-    resume = _last_checkpoint(ckpt) if ckpt.is_dir() else None
-
-    precision = resolve_dtype(cfg.dtype, dev)  # frozen base weights in it; adapters stay float32 (peft)
-    model, tok = models.load_causal_lm(cfg.base, precision, "cpu", cfg.trust_remote_code)
-    model.config.use_cache = False
-    template = pick_template(cfg.template, cfg.base, tok)
-    pairs = build_pairs(labels, tok, template, cfg.max_tokens)
-    model, _ = add_lora(model, cfg)
-    args = TrainingArguments(
-        output_dir=str(ckpt), per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-        num_train_epochs=cfg.epochs, max_steps=cfg.max_steps or -1, learning_rate=cfg.learning_rate,
-        lr_scheduler_type="cosine", warmup_steps=cfg.warmup_ratio, bf16=precision == "bfloat16",
-        fp16=precision == "float16", use_cpu=dev == "cpu", seed=cfg.seed, data_seed=cfg.seed, save_strategy="steps",
-        save_steps=cfg.save_steps, save_total_limit=2, logging_steps=1, report_to="none",
-        remove_unused_columns=False, include_num_input_tokens_seen="no", dataloader_pin_memory=dev == "cuda")
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    trainer = _trainer_class()(model=model, args=args, data_collator=PairCollator(pad_id), train_dataset=pairs,
-                               callbacks=[_step_metrics(), *callbacks], alpha=cfg.ref_free_weight, beta=cfg.kl_weight)
-    if args.should_save:
-        ckpt.mkdir(parents=True, exist_ok=True)
-        key_file.write_text(json.dumps({"key": key}))
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    model.config.use_cache = True
-    adapter_dir = out / "adapter"
-    if args.should_save:
-        trainer.save_model(str(adapter_dir))
-        (adapter_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config is in MLflow
-        tok.save_pretrained(adapter_dir)
-        write_meta(adapter_dir, cfg.base, template, cfg.max_tokens, precision)
-    logged = [h for h in trainer.state.log_history if "ce_ref" in h]
-    metrics = {"train_loss": round(result.training_loss, 6), "steps": trainer.state.global_step,
-               "resumed_from_step": int(resume.name.split("-")[-1]) if resume else 0, "train_pairs": len(pairs),
-               "train_seconds": round(result.metrics.get("train_runtime", 0.0), 3),
-               "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    key = lora.run_key(cfg={k: getattr(cfg, k) for k in TRAIN_FIELDS}, base=models.fingerprint(cfg.base),
+                       labels=tracking.digest(labels, ["id", "sample", "response", "digit"]))
+    base = lora.load_base(cfg)
+    pairs = build_pairs(labels, base.tokenizer, base.template, cfg.max_tokens)
+    run = lora.train_lora(cfg, base, pairs, PairCollator(pad_id(base.tokenizer)), output, key,
+                          trainer_cls=_trainer_class(),
+                          trainer_kwargs={"alpha": cfg.ref_free_weight, "beta": cfg.kl_weight},
+                          args={"include_num_input_tokens_seen": "no"},
+                          callbacks=[lora.step_metrics(("loss", "learning_rate", "grad_norm", *PART_KEYS),
+                                                       "judge_train."), *callbacks])
+    logged = [h for h in run.trainer.state.log_history if "ce_ref" in h]
+    metrics = {**run.metrics, "train_pairs": len(pairs),
                **({f"final_{k}": logged[-1][k] for k in PART_KEYS} if logged else {})}
-    model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
-    model.eval()
-    return JudgeTrainResult(model, tok, template, adapter_dir, metrics)
+    return JudgeTrainResult(run.model, run.tokenizer, run.template, run.adapter_dir, metrics)

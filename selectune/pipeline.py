@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from selectune import data, metrics, plots, tracking
+from selectune import data, tracking
 from selectune.config import DataConfig, SelectITConfig
-from selectune.settings import home
+from selectune.core import metrics, plots
 from selectune.stages import StageResult, file_digest, run_stage
 
 
@@ -44,15 +44,14 @@ def load_stage(cfg: DataConfig, run_dir: str | Path, parent_run_id: str | None =
 def score_stage(cfg: SelectITConfig, records: str, run_dir: str | Path,
                 parent_run_id: str | None = None, stage: str = "selectit") -> StageResult:
     """SelectIT-score records.parquet into scored.parquet, reusing the content-addressed rating cache."""
-    from selectune import models
-    from selectune.cache import RatingCache
-    from selectune.scoring import score_selectit
+    from selectune.core import models
+    from selectune.scoring import rating_cache, score_selectit
 
     fingerprints = {f"model.{models.model_key(m)}": models.fingerprint(m) for m in cfg.models}
 
     def body(out: Path) -> tuple[dict[str, str], dict[str, float]]:
         df = pd.read_parquet(records)
-        cache = RatingCache(home() / "cache" / "selectit.sqlite") if cfg.use_cache else None
+        cache = rating_cache() if cfg.use_cache else None
         report = score_selectit(df, cfg, cache)
         path = data.write_parquet(report.table, out / "scored.parquet")
         seconds = sum(r.seconds for r in report.raters)

@@ -11,8 +11,10 @@ from typing import Any
 
 import pandas as pd
 
-from selectune import data, plots, tracking
+from selectune import data, tracking
 from selectune.config import ReflectionConfig
+from selectune.core import plots
+from selectune.core.settings import home
 from selectune.reflection import (
     VARIANTS,
     Parsed,
@@ -22,7 +24,6 @@ from selectune.reflection import (
     parse_response_reflection,
     response_messages,
 )
-from selectune.settings import home
 from selectune.stages import StageResult, file_digest, run_stage
 
 CHUNK = 32  # records per round of teacher calls: a budget stop loses at most one round of work
@@ -104,8 +105,10 @@ def _rate(entries: list[dict[str, Any]]) -> float:
     return round(sum(not e["ok"] for e in replied) / len(replied), 4) if replied else 0.0
 
 
-def recycle(df: pd.DataFrame, cfg: ReflectionConfig, teacher: Any = None, progress: bool = True) -> RecycleResult:
-    """Reflect, score every variant with the student (one model load, one ifd_scores call) and gate."""
+def recycle(df: pd.DataFrame, cfg: ReflectionConfig, teacher: Any = None, progress: bool = True,
+            api_key: str | None = None) -> RecycleResult:
+    """Reflect, score every variant with the student (one model load, one ifd_scores call) and gate. ``api_key``:
+    the openai teacher's key when its environment variable is unset (never stored)."""
     from tqdm.auto import tqdm
 
     from selectune.ifd import ifd_scores
@@ -122,7 +125,7 @@ def recycle(df: pd.DataFrame, cfg: ReflectionConfig, teacher: Any = None, progre
     if own:
         from selectune.teacher import make_teacher
 
-        teacher = make_teacher(cfg.teacher, home() / "cache" / "teacher.sqlite")
+        teacher = make_teacher(cfg.teacher, home() / "cache" / "teacher.sqlite", api_key)
     logs: dict[str, dict[str, dict[str, Any]]] = {}
     reached: list[int] = []
     budget = False
@@ -216,17 +219,17 @@ def write_outputs(res: RecycleResult, out: Path, stem: str | None = None) -> dic
             "kept": str(data.write_parquet(kept, out / names[1])), "reflections": str(path)}
 
 
-def recycle_stage(cfg: ReflectionConfig, records: str, run_dir: str | Path,
-                  parent_run_id: str | None = None) -> StageResult:
+def recycle_stage(cfg: ReflectionConfig, records: str, run_dir: str | Path, parent_run_id: str | None = None,
+                  api_key: str | None = None) -> StageResult:
     """Recycle records.parquet into recycled.parquet / kept.parquet / reflections.jsonl (see :func:`recycle`)."""
-    from selectune import models
+    from selectune.core import models
 
     inputs = {"records": file_digest(records), "student": models.fingerprint(cfg.student.model)}
     if cfg.teacher.backend == "hf":
         inputs["teacher"] = models.fingerprint(cfg.teacher.model)
 
     def body(out: Path) -> tuple[dict[str, str], dict[str, float]]:
-        res = recycle(pd.read_parquet(records), cfg)
+        res = recycle(pd.read_parquet(records), cfg, api_key=api_key)
         outputs = write_outputs(res, out)
         if parent_run_id:
             tracking.log_dataset(res.recycled, outputs["recycled"], "recycled", "recycled", ["id", "decision"])

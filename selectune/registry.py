@@ -8,7 +8,6 @@ This module imports mlflow at the top (the pyfunc class must be importable by na
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,54 +15,25 @@ from typing import Any
 import mlflow.pyfunc
 import pandas as pd
 
-from selectune.sft import META
-
-
-def read_meta(adapter_dir: str | Path) -> dict[str, Any]:
-    path = Path(adapter_dir) / META
-    if not path.is_file():
-        raise FileNotFoundError(f"{adapter_dir}: no {META}; not an adapter folder written by selectune")
-    return json.loads(path.read_text())
-
-
-def load_local(adapter_dir: str | Path, device: str = "cpu", dtype: str | None = None) -> tuple[Any, Any]:
-    """(PeftModel in eval mode, tokenizer) from an adapter folder and the base it records. ``dtype`` None: as
-    :func:`selectune.sft.train` returns it, base weights in the training dtype (bf16-rounded where trained so),
-    upcast to float32 on CPU (bf16 decoding is slower there); else the base weights in ``dtype``."""
-    from peft import PeftModel
-    from transformers import AutoTokenizer
-
-    from selectune import models
-
-    meta = read_meta(adapter_dir)
-    found = models.fingerprint(meta["base"])
-    if found != meta["base_fingerprint"]:
-        raise ValueError(f"{adapter_dir}: base model {meta['base']!r} has fingerprint {found}, but the adapter was "
-                         f"trained on {meta['base_fingerprint']}; the outputs would differ")
-    base, _ = models.load_causal_lm(meta["base"], dtype or meta["dtype"], device)
-    with warnings.catch_warnings():  # peft 0.21 reads a property transformers 5 deprecates
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
-        model = PeftModel.from_pretrained(base, str(adapter_dir))
-    if dtype is None and device == "cpu":
-        model.float()
-    return model.to(device).eval(), AutoTokenizer.from_pretrained(str(adapter_dir))
+from selectune.core.lora import load_adapter, read_meta
 
 
 class AdapterModel(mlflow.pyfunc.PythonModel):
     """pyfunc: a DataFrame with ``instruction`` (and optional ``input``) -> greedy replies."""
 
     def load_context(self, context: Any) -> None:
-        self.model, self.tokenizer = load_local(context.artifacts["adapter"])
+        self.model, self.tokenizer = load_adapter(context.artifacts["adapter"])
         self.template = read_meta(context.artifacts["adapter"])["template"]
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> list[str]:
-        from selectune.evaluate import generate
-        from selectune.sft_data import prompt_ids
+        from selectune.core.generate import generate
+        from selectune.core.prompts import prompt_ids
 
         inputs = model_input["input"] if "input" in model_input else [""] * len(model_input)
         prompts = [prompt_ids(self.template, self.tokenizer, i, x or "")
                    for i, x in zip(model_input["instruction"], inputs, strict=True)]
-        return generate(self.model, self.tokenizer, prompts, int((params or {}).get("max_new_tokens", 128)))
+        max_new = int((params or {}).get("max_new_tokens", 128))
+        return [g.text.strip() for g in generate(self.model, self.tokenizer, prompts, max_new)]
 
 
 def log_and_register(adapter_dir: str | Path, name: str, tags: dict[str, str]) -> str:
@@ -94,10 +64,9 @@ def log_and_register(adapter_dir: str | Path, name: str, tags: dict[str, str]) -
 
 def load(uri: str, device: str = "cpu", dtype: str | None = None) -> tuple[Any, Any]:
     """(model, tokenizer) from ``models:/NAME/VERSION`` (or any MLflow model URI) or a local adapter folder."""
-    if Path(uri).is_dir():
-        return load_local(uri, device, dtype)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-    found = sorted(p.parent for p in local.rglob(META))
-    if not found:
-        raise FileNotFoundError(f"{uri}: no selectune adapter ({META}) among the model's artifacts")
-    return load_local(found[0], device, dtype)
+    from selectune.tracking import adapter_folder
+
+    folder = adapter_folder(uri)
+    if folder is None:
+        raise FileNotFoundError(f"{uri}: not a selectune adapter folder or MLflow model URI")
+    return load_adapter(folder, device, dtype)

@@ -6,17 +6,35 @@ import gc
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from selectune import inference, models, selectit
-from selectune.cache import RatingCache, cache_key
+from selectune import selectit
 from selectune.config import SelectITConfig
-from selectune.settings import device as best_device
-from selectune.settings import resolve_dtype
+from selectune.core import lm, models
+from selectune.core.cache import Cache, cache_key
+from selectune.core.prompts import chat_frame
+from selectune.core.settings import device as best_device
+from selectune.core.settings import resolve_dtype
 
 log = logging.getLogger(__name__)
+RATINGS = ("ratings", ("probs BLOB", "truncated INTEGER", "n_tokens INTEGER"))  # cache table: float64 probabilities
+
+
+def rating_cache(path: str | Path | None = None) -> Cache:
+    """The SelectIT rating cache (default ``$SELECTUNE_HOME/cache/selectit.sqlite``): one row per record x rater x
+    rating prompt x K x layout x dtype x length policy."""
+    from selectune.core.settings import home
+
+    return Cache(path or home() / "cache" / "selectit.sqlite", *RATINGS)
+
+
+def rating_token_ids(tokenizer: object, k: int) -> list[int]:
+    """Ids of the rating tokens "1".."K"."""
+    return lm.digit_token_ids(tokenizer, [str(r) for r in range(1, k + 1)], "rating")
 
 
 @dataclass
@@ -65,12 +83,12 @@ def build_texts(df: pd.DataFrame, prompts: list[str], layout: str, tokenizer: ob
              for ins, inp, out in zip(df["instruction"], df["input"], df["output"], strict=True) for p in prompts]
     if layout == "official":
         return texts, selectit.ANSWER_SUFFIX
-    before, after = inference.chat_frame(tokenizer)
+    before, after = chat_frame(tokenizer)
     return [before + t + after for t in texts], selectit.ANSWER_SUFFIX + after
 
 
 def rate(df: pd.DataFrame, model_name: str, cfg: SelectITConfig, prompts: list[str],
-         cache: RatingCache | None = None, progress: bool = True) -> RaterResult:
+         cache: Cache | None = None, progress: bool = True) -> RaterResult:
     """Rating-token probabilities of one rater for every (record, prompt) pair, cache first."""
     from tqdm.auto import tqdm
 
@@ -85,20 +103,18 @@ def rate(df: pd.DataFrame, model_name: str, cfg: SelectITConfig, prompts: list[s
     truncated = np.zeros(n * r, dtype=bool)
     for i, key in enumerate(keys):
         if key in cached:
-            probs[i], truncated[i], _ = cached[key]
+            blob, truncated[i], _ = cached[key]
+            probs[i] = np.frombuffer(blob, dtype=np.float64)
     todo = [i for i, key in enumerate(keys) if key not in cached]
     result = RaterResult(models.model_key(model_name), probs, truncated, models.count_parameters(model_name),
                          cache_hits=len(cached), fingerprint=fp)
     if todo:
-        attn = cfg.attn_implementation
-        if attn == "auto":
-            attn = "eager" if dev == "cpu" and dtype == "bfloat16" else "sdpa"
-        model, tok = models.load_causal_lm(model_name, dtype=dtype, device=dev, attn_implementation=attn,
-                                           trust_remote_code=cfg.trust_remote_code)
+        model, tok = models.load_causal_lm(model_name, dtype=dtype, device=dev, trust_remote_code=cfg.trust_remote_code,
+                                           attn_implementation=cfg.attn_implementation)
         try:
-            token_ids = inference.rating_token_ids(tok, cfg.rating_scale)
+            token_ids = rating_token_ids(tok, cfg.rating_scale)
             texts, tail = build_texts(df, prompts, cfg.layout, tok)
-            enc = inference.encode(tok, [texts[i] for i in todo], tail, cfg.max_tokens, cfg.truncation,
+            enc = lm.encode(tok, [texts[i] for i in todo], tail, cfg.max_tokens, cfg.truncation,
                                    add_special_tokens=cfg.layout == "official")
             seqs = [e.ids for e in enc]
             start = time.perf_counter()
@@ -107,14 +123,14 @@ def rate(df: pd.DataFrame, model_name: str, cfg: SelectITConfig, prompts: list[s
             # one group per rating prompt: its texts share the prompt's tokens as a prefix
             groups = [[j for j, i in enumerate(todo) if i % r == q] for q in range(r)]
             for group in (g for g in groups if g):
-                for batch, p in inference.iter_last_token_probs(model, tok, [seqs[j] for j in group], token_ids,
+                for batch, p in lm.iter_last_token_probs(model, tok, [seqs[j] for j in group], token_ids,
                                                                 cfg.batch_size, budget, bar):
                     done = [group[b] for b in batch]
                     rows = [todo[j] for j in done]
                     probs[rows] = p
                     truncated[rows] = [enc[j].truncated for j in done]
                     if cache is not None:
-                        cache.put_many((keys[row], probs[row], truncated[row], len(seqs[j]))
+                        cache.put_many((keys[row], probs[row].tobytes(), int(truncated[row]), len(seqs[j]))
                                        for row, j in zip(rows, done, strict=True))
             bar.close()
             result.seconds = time.perf_counter() - start
@@ -128,7 +144,7 @@ def rate(df: pd.DataFrame, model_name: str, cfg: SelectITConfig, prompts: list[s
     return result
 
 
-def score_selectit(df: pd.DataFrame, cfg: SelectITConfig, cache: RatingCache | None = None,
+def score_selectit(df: pd.DataFrame, cfg: SelectITConfig, cache: Cache | None = None,
                    progress: bool = True) -> ScoreReport:
     """Add SelectIT columns to ``df``: the final score, per-model sentence scores, per-prompt details."""
     prompts = rating_prompts(cfg)
@@ -154,3 +170,36 @@ def combine(df: pd.DataFrame, raters: list, cfg: SelectITConfig) -> ScoreReport:
         np.mean([selectit.base_ratings(r.probs).mean(axis=1) for r in raters], axis=0)).astype(int)
     out["selectit_truncated"] = np.any([r.truncated.any(axis=1) for r in raters], axis=0)
     return ScoreReport(out, raters, weights)
+
+
+def rate_vllm(df: pd.DataFrame, model_name: str, cfg: SelectITConfig, prompts: list[str], engine: Any,
+              progress: bool = True) -> RaterResult:
+    """:func:`rate` on a vLLM engine (no rating cache: its keys name the transformers dtype)."""
+    from selectune.core.vllm import last_token_probs
+
+    tok = engine.tokenizer()
+    texts, tail = build_texts(df, prompts, cfg.layout, tok)
+    enc = lm.encode(tok, texts, tail, cfg.max_tokens, cfg.truncation, add_special_tokens=cfg.layout == "official")
+    start = time.perf_counter()
+    probs = last_token_probs(engine, [e.ids for e in enc], rating_token_ids(tok, cfg.rating_scale), progress)
+    n, r = len(df), len(prompts)
+    return RaterResult(models.model_key(model_name), probs.reshape(n, r, cfg.rating_scale),
+                       np.array([e.truncated for e in enc]).reshape(n, r), models.count_parameters(model_name),
+                       computed=n * r, tokens=sum(len(e.ids) for e in enc), seconds=time.perf_counter() - start,
+                       fingerprint=models.fingerprint(model_name))
+
+
+def score_selectit_vllm(df: pd.DataFrame, cfg: SelectITConfig, progress: bool = True,
+                        **engine_kwargs: Any) -> tuple[ScoreReport, list[dict[str, Any]]]:
+    """:func:`score_selectit` on vLLM: (ScoreReport, engine settings per rater). Raters load one at a time."""
+    from selectune.core.vllm import load_engine
+
+    prompts = rating_prompts(cfg)
+    raters, settings = [], []
+    for m in cfg.models:
+        engine = load_engine(m, cfg.dtype, trust_remote_code=cfg.trust_remote_code, **engine_kwargs)
+        raters.append(rate_vllm(df, m, cfg, prompts, engine, progress))
+        settings.append(engine.settings)
+        del engine
+        gc.collect()
+    return combine(df, raters, cfg), settings

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from selectune import data, metrics, plots, tracking
+from selectune import data, tracking
 from selectune.config import SelectionConfig
+from selectune.core import metrics, plots
 from selectune.selection import SelectionResult, select_records
 from selectune.stages import StageResult, file_digest, run_stage
 
@@ -20,7 +21,7 @@ def select_stage(cfg: SelectionConfig, scored: str, run_dir: str | Path,
     selected.parquet and selected_alpaca.json. Embeds records (cached) only when the diversity pass is on."""
     inputs = {"scored": file_digest(scored)}
     if cfg.diversity_threshold is not None:
-        from selectune.models import fingerprint
+        from selectune.core.models import fingerprint
 
         inputs["embedder"] = fingerprint(cfg.embedder)
     judge = None

@@ -14,6 +14,8 @@ from typing import Literal
 
 import numpy as np
 
+from selectune.core.prompts import join_instruction
+
 Normalization = Literal["paper", "official"]
 Layout = Literal["official", "chat"]
 
@@ -91,14 +93,9 @@ def model_scores(sentence_scores_per_model: Sequence[np.ndarray] | np.ndarray,
     return (w / w.sum()) @ s
 
 
-def format_instruction(instruction: str, input: str = "") -> str:
-    """The instruction followed by a newline and the input when the input is non-empty."""
-    return f"{instruction}\n{input}" if input and input.strip() else instruction
-
-
 def official_prompt(rating_prompt: str, instruction: str, input: str, response: str) -> str:
     """The official layout, exactly: prompt, Instruction:, Response:, then 'The answer is: '."""
-    ins = format_instruction(instruction, input)
+    ins = join_instruction(instruction, input)
     return f"{rating_prompt}\nInstruction:{ins}\nResponse:{response}\nThe answer is: \n"
 
 

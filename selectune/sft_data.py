@@ -1,26 +1,18 @@
-"""Supervised fine-tuning data: prompt templates, example encoding, packing and batch collation.
+"""Supervised fine-tuning data: example encoding, packing and batch collation.
 
-An example is (prompt tokens, response tokens + EOS) with labels -100 on the prompt. Base models get the
-Stanford Alpaca prompt, instruction-tuned models their chat template (:func:`pick_template`). Shared by LoRA
-tuning (:mod:`selectune.sft`), evaluation, and the Self-J judge's prompts.
+An example is (prompt tokens, response tokens + EOS) with labels -100 on the prompt; the prompt is
+:func:`selectune.core.prompts.prompt_ids` (Stanford Alpaca for base models, the chat template for
+instruction-tuned ones). Shared by LoRA tuning (:mod:`selectune.sft`) and evaluation.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-# Stanford Alpaca (github.com/tatsu-lab/stanford_alpaca, train.py PROMPT_DICT)
-ALPACA_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further context. "
-                "Write a response that appropriately completes the request.\n\n"
-                "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:")
-ALPACA = ("Below is an instruction that describes a task. Write a response that appropriately completes the "
-          "request.\n\n### Instruction:\n{instruction}\n\n### Response:")
-_INSTRUCT_NAME = re.compile(r"instruct|chat|-it\b", re.IGNORECASE)
+from selectune.core.prompts import join_instruction, prompt_ids, prompt_text
 
 
 @dataclass
@@ -36,44 +28,13 @@ class Example:
         return out if self.position_ids is None else {**out, "position_ids": self.position_ids}
 
 
-def pick_template(template: str, base: str, tokenizer: Any) -> str:
-    """Resolve ``auto``: chat when the tokenizer has a chat template and the model is instruction-tuned."""
-    has_chat = bool(getattr(tokenizer, "chat_template", None))
-    if template == "chat" and not has_chat:
-        raise ValueError(f"template 'chat' asked for, but model {base!r} has no chat template; use 'alpaca'")
-    if template != "auto":
-        return template
-    from selectune.models import ALIASES
-
-    alias = ALIASES.get(base)
-    instruct = alias.kind == "causal-instruct" if alias else bool(_INSTRUCT_NAME.search(Path(base).name))
-    return "chat" if has_chat and instruct else "alpaca"
-
-
-def _user_text(instruction: str, input: str) -> str:
-    return f"{instruction}\n\n{input}" if input else instruction
-
-
-def prompt_text(template: str, tokenizer: Any, instruction: str, input: str = "") -> str:
-    """The text the model sees before its response."""
-    if template == "alpaca":
-        return (ALPACA_INPUT if input else ALPACA).format(instruction=instruction, input=input)
-    return tokenizer.apply_chat_template([{"role": "user", "content": _user_text(instruction, input)}],
-                                         tokenize=False, add_generation_prompt=True)
-
-
-def prompt_ids(template: str, tokenizer: Any, instruction: str, input: str = "") -> list[int]:
-    """Prompt tokens; Alpaca adds the tokenizer's special tokens (BOS), a chat template writes its own."""
-    text = prompt_text(template, tokenizer, instruction, input)
-    return tokenizer(text, add_special_tokens=template == "alpaca")["input_ids"]
-
-
 def encode(tokenizer: Any, template: str, instruction: str, input: str, output: str, max_length: int) -> Example:
     """Prompt + response (+ EOS) tokens, labels -100 on the prompt; cut to ``max_length`` from the end."""
-    if template == "alpaca":
+    if template != "chat":
         response = output
     else:
-        msgs = [{"role": "user", "content": _user_text(instruction, input)}, {"role": "assistant", "content": output}]
+        msgs = [{"role": "user", "content": join_instruction(instruction, input)},
+                {"role": "assistant", "content": output}]
         full = tokenizer.apply_chat_template(msgs, tokenize=False)
         head = prompt_text(template, tokenizer, instruction, input)
         if not full.startswith(head):

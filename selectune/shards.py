@@ -89,14 +89,12 @@ def score_shard(cfg: SelectITConfig, records: str, positions: Sequence[int], sha
     """Score one shard (unless its marker says it is done); returns the marker plus ``skipped``."""
     if (meta := finished(shard_dir, index, key)) is not None:
         return {**meta, "skipped": True}
-    from selectune.cache import RatingCache
-    from selectune.scoring import score_selectit
-    from selectune.settings import home
+    from selectune.scoring import rating_cache, score_selectit
 
     df = pd.read_parquet(records)
     if positions and max(positions) >= len(df):
         raise ValueError(f"shard {index}: row {max(positions)} is past the end of {records} ({len(df)} rows)")
-    cache = RatingCache(home() / "cache" / "selectit.sqlite") if cfg.use_cache else None
+    cache = rating_cache() if cfg.use_cache else None
     try:
         report = score_selectit(df.iloc[list(positions)], cfg, cache, progress)
     finally:

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from selectune.cache import cache_key
 from selectune.config import TeacherConfig
+from selectune.core.cache import Cache, cache_key
 
 Messages = list[dict[str, str]]
 Record = Callable[[str, "Completion"], None]
@@ -54,9 +53,6 @@ class Usage:
     estimated: int = 0
     cost: float = 0.0
 
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
-
 
 def approx_tokens(text: str) -> int:
     return math.ceil(len(text) / CHARS_PER_TOKEN)
@@ -69,39 +65,17 @@ def price(prices: dict[str, float] | None, prompt_tokens: int, completion_tokens
     return (prompt_tokens * prices.get("input", 0.0) + completion_tokens * prices.get("output", 0.0)) / 1e6
 
 
-class TeacherCache:
-    """key -> (text, usage); rows are committed one by one; errors are never stored."""
+COMPLETIONS = ("completions", ("teacher TEXT", "text TEXT", "prompt_tokens INTEGER", "completion_tokens INTEGER",
+                               "usage_estimated INTEGER"))  # cache table: finished replies only, never errors
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, teacher TEXT NOT NULL, "
-                         "text TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, "
-                         "usage_estimated INTEGER NOT NULL)")
-        self._db.commit()
-        self._lock = threading.Lock()
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, Completion]:
-        found: dict[str, Completion] = {}
-        with self._lock:
-            for start in range(0, len(keys), 500):
-                chunk = list(keys[start:start + 500])
-                rows = self._db.execute("SELECT key, text, prompt_tokens, completion_tokens, usage_estimated FROM "
-                                        f"completions WHERE key IN ({','.join('?' * len(chunk))})", chunk)
-                for key, text, p, c, est in rows:
-                    found[key] = Completion(text, p, c, True, None, bool(est))
-        return found
+def completion_cache(path: str | Path) -> Cache:
+    return Cache(path, *COMPLETIONS)
 
-    def put(self, key: str, teacher: str, c: Completion) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO completions VALUES (?, ?, ?, ?, ?, ?)",
-                             (key, teacher, c.text, c.prompt_tokens, c.completion_tokens, int(c.usage_estimated)))
-            self._db.commit()
 
-    def close(self) -> None:
-        self._db.close()
+def cached_completions(cache: Cache, keys: Sequence[str]) -> dict[str, Completion]:
+    rows = cache.get_many(keys).items()
+    return {k: Completion(text, p, c, True, None, bool(est)) for k, (_, text, p, c, est) in rows}
 
 
 def check_requests(requests: Sequence[Messages]) -> None:
@@ -120,7 +94,7 @@ def teacher_id(cfg: TeacherConfig) -> str:
         if not cfg.base_url:
             raise ValueError("teacher backend 'openai' needs base_url (e.g. https://api.openai.com/v1)")
         return f"openai:{cfg.base_url.rstrip('/')}|{cfg.model}"
-    from selectune.models import fingerprint
+    from selectune.core.models import fingerprint
 
     return f"hf:{fingerprint(cfg.model)}|{cfg.dtype}"
 
@@ -140,7 +114,7 @@ class Teacher:
             raise ValueError("teacher.max_cost needs teacher.prices ({input: USD, output: USD} per 1M tokens)")
         self.cfg = cfg
         self.usage = Usage()
-        self.cache = TeacherCache(cache_path) if cache_path is not None else None
+        self.cache = completion_cache(cache_path) if cache_path is not None else None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -152,7 +126,7 @@ class Teacher:
 
         check_requests(requests)
         keys = [request_key(self.id, msgs, self.cfg) for msgs in requests]
-        done: dict[str, Completion] = self.cache.get_many(sorted(set(keys))) if self.cache else {}
+        done = cached_completions(self.cache, sorted(set(keys))) if self.cache else {}
         self.usage.cached += sum(k in done for k in keys)
         todo: dict[str, Messages] = {}
         for key, msgs in zip(keys, requests, strict=True):
@@ -167,7 +141,8 @@ class Teacher:
                     self.usage.estimated += c.usage_estimated
                     self.usage.cost += price(self.cfg.prices, c.prompt_tokens, c.completion_tokens)
                     if self.cache is not None:
-                        self.cache.put(key, self.id, c)
+                        self.cache.put_many([(key, self.id, c.text, c.prompt_tokens, c.completion_tokens,
+                                              int(c.usage_estimated))])
                 elif c.error.startswith("budget:"):
                     self.usage.skipped += 1
                 else:
@@ -197,12 +172,13 @@ class Teacher:
         raise NotImplementedError
 
 
-def make_teacher(cfg: TeacherConfig, cache_path: Path | None) -> Teacher:
-    """The configured backend; ``cache_path`` None disables the disk cache. Raises on configuration errors."""
+def make_teacher(cfg: TeacherConfig, cache_path: Path | None, api_key: str | None = None) -> Teacher:
+    """The configured backend; ``cache_path`` None disables the disk cache; ``api_key`` (openai) is used when
+    ``$api_key_env`` is unset. Raises on configuration errors."""
     if cfg.backend == "openai":
         from selectune.teacher_openai import OpenAITeacher
 
-        return OpenAITeacher(cfg, cache_path)
+        return OpenAITeacher(cfg, cache_path, api_key)
     from selectune.teacher_hf import HFTeacher
 
     return HFTeacher(cfg, cache_path)
@@ -217,8 +193,8 @@ def estimate(requests: Sequence[Messages], cfg: TeacherConfig, cache_path: Path 
     keys = [request_key(tid, msgs, cfg) for msgs in requests]
     hits = {}
     if cache_path is not None and Path(cache_path).is_file():
-        cache = TeacherCache(cache_path)
-        hits = cache.get_many(sorted(set(keys)))
+        cache = completion_cache(cache_path)
+        hits = cached_completions(cache, sorted(set(keys)))
         cache.close()
     new: dict[str, Messages] = {}
     for key, msgs in zip(keys, requests, strict=True):

@@ -34,23 +34,14 @@ class TeacherConfigError(RuntimeError):
     """The endpoint refuses every request (bad key, unknown model or URL)."""
 
 
-def api_key(cfg: TeacherConfig) -> str:
-    """The key from ``$api_key_env``, else the Prefect Secret block ``api_key_secret``."""
-    key = os.environ.get(cfg.api_key_env)
+def api_key(cfg: TeacherConfig, resolved: str | None = None) -> str:
+    """The key from ``$api_key_env``, else ``resolved`` (the Prefect layer reads the Secret block ``api_key_secret``
+    and passes its value; the library never imports Prefect)."""
+    key = os.environ.get(cfg.api_key_env) or resolved
     if key:
         return key
-    if cfg.api_key_secret:
-        from prefect.blocks.system import Secret
-
-        try:
-            key = Secret.load(cfg.api_key_secret).get()
-        except Exception as err:  # noqa: BLE001 - report which block, never a value
-            raise ValueError(f"could not load Prefect Secret block {cfg.api_key_secret!r}: "
-                             f"{type(err).__name__}") from None
-        if key:
-            return str(key)
     raise ValueError(f"openai teacher: no API key; set the environment variable {cfg.api_key_env} "
-                     "or teacher.api_key_secret (a Prefect Secret block name)")
+                     "or teacher.api_key_secret (a Prefect Secret block name, read when the pipeline flow runs)")
 
 
 def retry_after(headers: Any) -> float | None:
@@ -83,12 +74,12 @@ def backoff(attempt: int, after: float | None) -> float:
 class OpenAITeacher(Teacher):
     """Any OpenAI-compatible ``/chat/completions`` endpoint."""
 
-    def __init__(self, cfg: TeacherConfig, cache_path: Path | None) -> None:
+    def __init__(self, cfg: TeacherConfig, cache_path: Path | None, key: str | None = None) -> None:
         import openai
 
         self.id = teacher_id(cfg)
         super().__init__(cfg, cache_path)
-        self._key = api_key(cfg)
+        self._key = api_key(cfg, key)
         self._client = openai.OpenAI(base_url=cfg.base_url, api_key=self._key, max_retries=0, timeout=cfg.timeout_s)
 
     def _clean(self, text: str) -> str:

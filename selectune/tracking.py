@@ -13,9 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from selectune.settings import disable_telemetry
-
-SCALAR_KINDS = "biufcOSUmMb"
+from selectune.core.settings import disable_telemetry
 
 
 def tracking_uri() -> str:
@@ -90,7 +88,7 @@ def log_dataset(df: pd.DataFrame, source: str, name: str, context: str, digest_c
 
 
 def log_figure(fig: Any, artifact_file: str) -> None:
-    """Log a Figure built by selectune.plots (not pyplot-managed, so nothing to close)."""
+    """Log a Figure built by selectune.core.plots (not pyplot-managed, so nothing to close)."""
     import mlflow
 
     mlflow.log_figure(fig, artifact_file)
@@ -99,3 +97,20 @@ def log_figure(fig: Any, artifact_file: str) -> None:
 def clean_params(params: dict[str, Any]) -> dict[str, str]:
     """MLflow params are strings of at most 6000 characters; None becomes an empty string."""
     return {k: ("" if v is None else str(v))[:6000] for k, v in params.items()}
+
+
+def adapter_folder(ref: str) -> Path | None:
+    """Local selectune adapter folder of an adapter path or an MLflow model URI (downloaded); None for anything
+    else (an alias, a model folder, a hub id)."""
+    from selectune.core.lora import META
+
+    if ref.startswith(("models:/", "runs:/")):
+        import mlflow
+
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref))
+        found = sorted(p.parent for p in local.rglob(META))
+        if not found:
+            raise FileNotFoundError(f"{ref}: no selectune adapter ({META}) among the model's artifacts")
+        return found[0]
+    path = Path(ref).expanduser()
+    return path if (path / META).is_file() else None

@@ -15,7 +15,7 @@ def tune_stage(cfg: TuneConfig, selected: str, run_dir: str | Path, parent_run_i
     """Train a LoRA adapter on ``selected`` into ``<run_dir>/tune/`` (adapter/, checkpoints/, eval/), evaluate base
     vs tuned, and with a parent MLflow run log the adapter and register it as ``cfg.register_as``
     (output ``model_uri``). A killed run resumes from its last checkpoint when re-run."""
-    from selectune import models
+    from selectune.core import models
 
     inputs = {"selected": file_digest(selected), "base": models.fingerprint(cfg.base)}
     if cfg.heldout:

@@ -1,10 +1,27 @@
 """Prefect task: Selective Reflection-Tuning recycling (stage 2)."""
 
+import os
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from selectune.config import ReflectionConfig
 from selectune.stages import StageResult
+
+
+def teacher_key(cfg: ReflectionConfig) -> str | None:
+    """The openai teacher's key from its Prefect Secret block, when the environment variable is unset. The value
+    goes to the library as an argument: never a task parameter, result, log line or artifact."""
+    teacher = cfg.teacher
+    if teacher.backend != "openai" or os.environ.get(teacher.api_key_env) or not teacher.api_key_secret:
+        return None
+    from prefect.blocks.system import Secret
+
+    try:
+        return str(Secret.load(teacher.api_key_secret).get()) or None
+    except Exception as err:  # noqa: BLE001 - report which block, never a value
+        raise ValueError(f"could not load Prefect Secret block {teacher.api_key_secret!r}: "
+                         f"{type(err).__name__}") from None
 
 
 # A remote teacher fails transiently (rate limits, restarts): retry the task with backoff. Finished teacher
@@ -13,4 +30,4 @@ from selectune.stages import StageResult
 def recycle_task(cfg: ReflectionConfig, records: str, run_dir: str, parent_run_id: str | None = None) -> StageResult:
     from selectune.recycle import recycle_stage
 
-    return recycle_stage(cfg, records, run_dir, parent_run_id)
+    return recycle_stage(cfg, records, run_dir, parent_run_id, api_key=teacher_key(cfg))

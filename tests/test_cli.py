@@ -282,8 +282,8 @@ def _tree(path: Path) -> dict[str, tuple[int, int]]:
 
 
 def test_models_list_reports_without_converting(monkeypatch: pytest.MonkeyPatch) -> None:
-    from selectune import models
-    from selectune.settings import home
+    from selectune.core import models
+    from selectune.core.settings import home
 
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("`models list` must not convert or assemble models")

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from selectune import inference, models, selectit
-from selectune.cache import RatingCache
+from selectune import selectit
 from selectune.config import SelectITConfig
-from selectune.scoring import build_texts, rate, rating_prompts, score_selectit
+from selectune.core import lm, models
+from selectune.scoring import build_texts, rate, rating_cache, rating_prompts, rating_token_ids, score_selectit
 
 
 @pytest.fixture(scope="module")
@@ -23,28 +23,28 @@ def _texts(records: pd.DataFrame) -> list[str]:
 
 def test_rating_token_ids_single_digits(loaded) -> None:
     _, tok = loaded
-    ids = inference.rating_token_ids(tok, 5)
+    ids = rating_token_ids(tok, 5)
     assert [tok.convert_ids_to_tokens(i) for i in ids] == ["1", "2", "3", "4", "5"]
     with pytest.raises(ValueError, match="single token for rating '10'"):
-        inference.rating_token_ids(tok, 10)
+        rating_token_ids(tok, 10)
 
 
 def test_batched_equals_one_at_a_time(loaded, records: pd.DataFrame) -> None:
     model, tok = loaded
-    enc = inference.encode(tok, _texts(records), selectit.ANSWER_SUFFIX, 512)
+    enc = lm.encode(tok, _texts(records), selectit.ANSWER_SUFFIX, 512)
     seqs = [e.ids for e in enc]
     assert len({len(s) for s in seqs}) > 5  # real padding happens
-    token_ids = inference.rating_token_ids(tok, 5)
+    token_ids = rating_token_ids(tok, 5)
 
     def run(batch_size: int) -> np.ndarray:
         out = np.zeros((len(seqs), 5))
-        for idx, p in inference.iter_last_token_probs(model, tok, seqs, token_ids, batch_size, 1 << 20):
+        for idx, p in lm.iter_last_token_probs(model, tok, seqs, token_ids, batch_size, 1 << 20):
             out[idx] = p
         return out
 
     single, batched = run(1), run(8)
     assert np.abs(single - batched).max() < 1e-4
-    assert inference.common_prefix_len(seqs) == 0  # five different rating prompts: nothing shared
+    assert lm.common_prefix_len(seqs) == 0  # five different rating prompts: nothing shared
     assert np.abs(single).sum() > 0 and single.std() > 0  # ratings differ between prompts/records
 
 
@@ -54,18 +54,18 @@ def test_last_position_probs_match_full_forward(loaded, records: pd.DataFrame) -
 
     model, tok = loaded
     text = _texts(records)[3]
-    token_ids = inference.rating_token_ids(tok, 5)
+    token_ids = rating_token_ids(tok, 5)
     with torch.no_grad():
         logits = model(**tok(text, return_tensors="pt")).logits[0, -1]
     expected = torch.softmax(logits.float(), -1)[token_ids].numpy()
-    seq = inference.encode(tok, [text], selectit.ANSWER_SUFFIX, 512)[0].ids
-    (_, got), = list(inference.iter_last_token_probs(model, tok, [seq], token_ids))
+    seq = lm.encode(tok, [text], selectit.ANSWER_SUFFIX, 512)[0].ids
+    (_, got), = list(lm.iter_last_token_probs(model, tok, [seq], token_ids))
     assert np.allclose(got[0], expected, atol=1e-6)
 
 
 def test_length_batches_respect_limits() -> None:
     lengths = [5, 50, 7, 49, 3, 30, 31, 6]
-    batches = inference.length_batches(lengths, batch_size=3, max_batch_tokens=100)
+    batches = lm.length_batches(lengths, batch_size=3, max_batch_tokens=100)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     for b in batches:
         assert len(b) <= 3 and max(lengths[i] for i in b) * len(b) <= 100
@@ -77,12 +77,12 @@ def test_truncation_keeps_answer_cue(loaded, records: pd.DataFrame) -> None:
     _, tok = loaded
     long_text = _texts(records.iloc[[5]])[0]
     full = tok(long_text)["input_ids"]
-    enc = inference.encode(tok, [long_text], selectit.ANSWER_SUFFIX, 64)[0]
+    enc = lm.encode(tok, [long_text], selectit.ANSWER_SUFFIX, 64)[0]
     assert enc.truncated and len(enc.ids) == 64 and len(full) > 64
     assert tok.decode(enc.ids).endswith("The answer is: \n")
     assert enc.ids[:10] == full[:10]
     with pytest.raises(ValueError, match="max_length 64"):
-        inference.encode(tok, [long_text], selectit.ANSWER_SUFFIX, 64, truncation="error")
+        lm.encode(tok, [long_text], selectit.ANSWER_SUFFIX, 64, truncation="error")
 
 
 def test_chat_layout(loaded, records: pd.DataFrame) -> None:
@@ -123,7 +123,7 @@ class CountingLoader:
 
 def test_cache_skips_known_rows(tiny_model: str, records: pd.DataFrame, tmp_path, monkeypatch) -> None:
     cfg = SelectITConfig(models=[tiny_model], dtype="float32", batch_size=4)
-    cache = RatingCache(tmp_path / "c.sqlite")
+    cache = rating_cache(tmp_path / "c.sqlite")
     counter = CountingLoader(monkeypatch)
     first = score_selectit(records.head(4), cfg, cache, progress=False)
     assert counter.rows == 4 * 5 and len(cache) == 20
@@ -141,7 +141,7 @@ def test_cache_skips_known_rows(tiny_model: str, records: pd.DataFrame, tmp_path
 
 def test_crash_resumes_without_rescoring(tiny_model: str, records: pd.DataFrame, tmp_path, monkeypatch) -> None:
     cfg = SelectITConfig(models=[tiny_model], dtype="float32", batch_size=4, max_batch_tokens=1 << 20)
-    cache = RatingCache(tmp_path / "c.sqlite")
+    cache = rating_cache(tmp_path / "c.sqlite")
     crashing = CountingLoader(monkeypatch, fail_after=3)
     with pytest.raises(RuntimeError, match="simulated crash"):
         score_selectit(records, cfg, cache, progress=False)
@@ -189,14 +189,14 @@ def test_rating_prompts_file(tmp_path, tiny_model: str, records: pd.DataFrame) -
 def test_shared_prefix_equals_whole_sequences(loaded, records: pd.DataFrame) -> None:
     model, tok = loaded
     texts = build_texts(records, ["Rate the response from 1 to 5. Reply with the number only."], "official", None)[0]
-    seqs = [e.ids for e in inference.encode(tok, texts, selectit.ANSWER_SUFFIX, 512)]
-    n_prefix = inference.common_prefix_len(seqs)
+    seqs = [e.ids for e in lm.encode(tok, texts, selectit.ANSWER_SUFFIX, 512)]
+    n_prefix = lm.common_prefix_len(seqs)
     assert n_prefix >= 8 and all(s[:n_prefix] == seqs[0][:n_prefix] for s in seqs)
-    token_ids = inference.rating_token_ids(tok, 5)
+    token_ids = rating_token_ids(tok, 5)
 
     def run(share: bool, batch_size: int) -> np.ndarray:
         out = np.zeros((len(seqs), 5))
-        for idx, p in inference.iter_last_token_probs(model, tok, seqs, token_ids, batch_size, 1 << 20,
+        for idx, p in lm.iter_last_token_probs(model, tok, seqs, token_ids, batch_size, 1 << 20,
                                                       share_prefix=share):
             out[idx] = p
         return out
@@ -207,6 +207,6 @@ def test_shared_prefix_equals_whole_sequences(loaded, records: pd.DataFrame) -> 
 
 
 def test_common_prefix_len_leaves_a_token() -> None:
-    assert inference.common_prefix_len([[1, 2, 3], [1, 2, 3]]) == 2
-    assert inference.common_prefix_len([[1, 2, 3, 4], [1, 2, 5]]) == 2
-    assert inference.common_prefix_len([[9], [1]]) == 0
+    assert lm.common_prefix_len([[1, 2, 3], [1, 2, 3]]) == 2
+    assert lm.common_prefix_len([[1, 2, 3, 4], [1, 2, 5]]) == 2
+    assert lm.common_prefix_len([[9], [1]]) == 0

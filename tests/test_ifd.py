@@ -7,8 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from selectune import ifd, models
+from selectune import ifd
 from selectune.config import IFDConfig
+from selectune.core import losses, models
+from selectune.core.prompts import prompt_text
 
 ALPACA_NO_INPUT = ("Below is an instruction that describes a task. Write a response that appropriately completes "
                    "the request.\n\n### Instruction:\nName a color.\n\n### Response:")
@@ -28,6 +30,12 @@ def cfg(tiny_model: str, **kw: object) -> IFDConfig:
     return IFDConfig(model=tiny_model, dtype="float32", **kw)
 
 
+def sequence_losses(model: object, tok: object, prefixes: list[str], targets: list[str], c: IFDConfig,
+                    head_rows: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return losses.sequence_losses(model, tok, prefixes, targets, c.max_tokens, c.batch_size, c.max_batch_tokens,
+                                  head_rows)
+
+
 def direct_loss(model: object, ids: list[int], n_target: int) -> float:
     """Full forward of one sequence, cross-entropy over its last n_target tokens."""
     with torch.no_grad():
@@ -42,22 +50,22 @@ def toks(tok: object, text: str) -> list[int]:
 
 def test_templates_render_exactly(student: tuple[object, object]) -> None:
     _, tok = student
-    assert ifd.render_prompt("alpaca", "Name a color.", "") == ALPACA_NO_INPUT
-    assert ifd.render_prompt("alpaca", "Name a color.", "  ") == ALPACA_NO_INPUT
-    assert ifd.render_prompt("alpaca", "Translate", "hello") == ALPACA_INPUT
-    assert ifd.render_prompt("vicuna", "Translate", "") == VICUNA + " ASSISTANT:"
-    assert ifd.render_prompt("vicuna", "Translate", "hello") == VICUNA + "\nInput:\nhello ASSISTANT:"
-    assert ifd.render_prompt("chat", "Translate", "hello", tok) == "<|user|>\nTranslate\nhello<|end|>\n<|assistant|>\n"
+    assert prompt_text("alpaca", None, "Name a color.", "") == ALPACA_NO_INPUT
+    assert prompt_text("alpaca", None, "Name a color.", "  ") == ALPACA_NO_INPUT
+    assert prompt_text("alpaca", None, "Translate", "hello") == ALPACA_INPUT
+    assert prompt_text("vicuna", None, "Translate", "") == VICUNA + " ASSISTANT:"
+    assert prompt_text("vicuna", None, "Translate", "hello") == VICUNA + "\nInput:\nhello ASSISTANT:"
+    assert prompt_text("chat", tok, "Translate", "hello") == "<|user|>\nTranslate\nhello<|end|>\n<|assistant|>\n"
     assert ifd.reverse_prompt("alpaca", "Paris.") == (
         "Below is an instruction that describes a task. Write a response that appropriately completes the request."
         "\n\n### Instruction:\nBelow is the response to an instruction, please guess the corresponding instruction "
         "for the given response.\nParis.\nGenerate the instruction for the above response.\n\n### Response:")
     assert ifd.reverse_prompt("chat", "Paris.", tok).startswith("<|user|>\nBelow is the response to an instruction")
     with pytest.raises(ValueError, match="no chat template|has none"):
-        ifd.render_prompt("chat", "Translate", "", None)
+        prompt_text("chat", None, "Translate", "")
     tok_plain = type(tok).from_pretrained(tok.name_or_path)
     tok_plain.chat_template = None
-    with pytest.raises(ValueError, match="has none"):
+    with pytest.raises(ValueError, match="no chat template"):
         ifd.reverse_prompt("chat", "Paris.", tok_plain)
 
 
@@ -71,7 +79,7 @@ def test_four_losses_equal_direct_computation(student: tuple[object, object], re
     for i, r in records.iterrows():
         q = r["instruction"] + ("\n" + r["input"] if r["input"] else "")
         a_ids, q_ids = toks(tok, r["output"]), toks(tok, q)
-        prompt = toks(tok, ifd.render_prompt(template, r["instruction"], r["input"], tok))
+        prompt = toks(tok, prompt_text(template, tok, r["instruction"], r["input"]))
         reverse = toks(tok, ifd.reverse_prompt(template, r["output"], tok))
         want = {"loss_a": direct_loss(model, bos + a_ids, len(a_ids)),
                 "loss_a_given_q": direct_loss(model, bos + prompt + a_ids, len(a_ids)),
@@ -113,11 +121,11 @@ def test_chunked_head_equals_unchunked(student: tuple[object, object], tiny_mode
     model, tok = student
     prefixes = ["", "### Instruction:\nwhat is the sum\n\n### Response:", "translate good"]
     targets = ["two and three is 5", "the sum of a list", "a " * 40]
-    one = ifd.sequence_losses(model, tok, prefixes, targets, cfg(tiny_model), head_rows=1)
+    one = sequence_losses(model, tok, prefixes, targets, cfg(tiny_model), head_rows=1)
     # one sequence per body batch, head chunks of 7 rows: chunks span batches and leave remainders
-    carried = ifd.sequence_losses(model, tok, prefixes, targets, cfg(tiny_model, batch_size=1), head_rows=7)
-    full = ifd.sequence_losses(model, tok, prefixes, targets, cfg(tiny_model), head_rows=10**6)
-    default = ifd.sequence_losses(model, tok, prefixes, targets, cfg(tiny_model))
+    carried = sequence_losses(model, tok, prefixes, targets, cfg(tiny_model, batch_size=1), head_rows=7)
+    full = sequence_losses(model, tok, prefixes, targets, cfg(tiny_model), head_rows=10**6)
+    default = sequence_losses(model, tok, prefixes, targets, cfg(tiny_model))
     np.testing.assert_allclose(one[0], full[0], rtol=1e-6)
     np.testing.assert_allclose(default[0], full[0], rtol=1e-6)
     np.testing.assert_allclose(carried[0], full[0], rtol=1e-5)
@@ -141,12 +149,12 @@ class WrappedHead(torch.nn.Module):
 def test_wrapped_head_and_softcap_match_direct(tiny_model: str) -> None:
     model, tok = models.load_causal_lm(tiny_model, dtype="float32")
     prefixes, targets = ["what is the sum", ""], ["two and three is 5", "paris"]
-    plain = ifd.sequence_losses(model, tok, prefixes, targets, cfg(tiny_model))[0]
+    plain = sequence_losses(model, tok, prefixes, targets, cfg(tiny_model))[0]
     model.lm_head = WrappedHead(model.lm_head)
-    np.testing.assert_allclose(ifd.sequence_losses(model, tok, prefixes, targets, cfg(tiny_model), head_rows=3)[0],
+    np.testing.assert_allclose(sequence_losses(model, tok, prefixes, targets, cfg(tiny_model), head_rows=3)[0],
                                plain, rtol=1e-6)
     model.config.final_logit_softcapping = 5.0  # Gemma 2 style: cap * tanh(logits / cap)
-    capped = ifd.sequence_losses(model, tok, prefixes, targets, cfg(tiny_model))[0]
+    capped = sequence_losses(model, tok, prefixes, targets, cfg(tiny_model))[0]
     for p, t, loss in zip(prefixes, targets, capped, strict=True):
         ids, n = [tok.bos_token_id] + toks(tok, p) + toks(tok, t), len(toks(tok, t))
         with torch.no_grad():
@@ -158,11 +166,11 @@ def test_wrapped_head_and_softcap_match_direct(tiny_model: str) -> None:
 
 def test_pack_truncation_keeps_prefix_end_and_target_head() -> None:
     start, prefix, target = [1], list(range(10, 60)), list(range(100, 140))
-    ids, n, cut = ifd.pack(start, prefix, target, 32)  # room 31: prefix keeps 15 (its end), target 16 (its head)
+    ids, n, cut = losses.pack(start, prefix, target, 32)  # room 31: prefix keeps 15 (its end), target 16 (its head)
     assert (ids, n, cut) == ([1] + prefix[35:] + target[:16], 16, True)
-    assert ifd.pack(start, [1] + prefix[:5], target[:3], 32) == ([1] + prefix[:5] + target[:3], 3, False)
-    assert ifd.pack(start, prefix[:3], target, 32) == ([1] + prefix[:3] + target[:28], 28, True)
-    assert ifd.pack(start, prefix, target[:4], 32) == ([1] + prefix[-27:] + target[:4], 4, True)
+    assert losses.pack(start, [1] + prefix[:5], target[:3], 32) == ([1] + prefix[:5] + target[:3], 3, False)
+    assert losses.pack(start, prefix[:3], target, 32) == ([1] + prefix[:3] + target[:28], 28, True)
+    assert losses.pack(start, prefix, target[:4], 32) == ([1] + prefix[-27:] + target[:4], 4, True)
 
 
 def test_truncated_record_scores_same_tokens(student: tuple[object, object], records: pd.DataFrame,
@@ -174,7 +182,7 @@ def test_truncated_record_scores_same_tokens(student: tuple[object, object], rec
     a_ids = toks(tok, long["output"].iloc[0])
     n = int(res["n_tokens_a"])
     assert 0 < n < len(a_ids)
-    prompt = toks(tok, ifd.render_prompt("alpaca", long["instruction"].iloc[0], ""))
+    prompt = toks(tok, prompt_text("alpaca", None, long["instruction"].iloc[0], ""))
     kept = 31 - n
     assert res["loss_a"] == pytest.approx(direct_loss(model, [tok.bos_token_id] + a_ids[:n], n), rel=1e-4)
     assert res["loss_a_given_q"] == pytest.approx(
@@ -194,8 +202,8 @@ def test_empty_response_names_the_record(student: tuple[object, object], records
 
 def test_start_token_not_doubled(student: tuple[object, object], tiny_model: str) -> None:
     model, tok = student
-    with_bos = ifd.sequence_losses(model, tok, ["<s>what is the sum"], ["5"], cfg(tiny_model))
-    without = ifd.sequence_losses(model, tok, ["what is the sum"], ["5"], cfg(tiny_model))
+    with_bos = sequence_losses(model, tok, ["<s>what is the sum"], ["5"], cfg(tiny_model))
+    without = sequence_losses(model, tok, ["what is the sum"], ["5"], cfg(tiny_model))
     assert with_bos[0][0] == pytest.approx(without[0][0], rel=1e-6)
 
 
@@ -207,10 +215,10 @@ def test_gemma_smoke_two_records() -> None:
                        "input": ["", "good morning"], "output": ["The capital of France is Paris.", "bonjour"]})
     res = ifd.ifd_scores(df, IFDConfig(dtype="float32"), model, tok, progress=False)
     assert np.isfinite(res.drop(columns="ifd_truncated").to_numpy(float)).all() and not res["ifd_truncated"].any()
-    start = ifd.start_ids(tok)
+    start = losses.start_ids(tok)
     assert start == [tok.bos_token_id]
     a_ids = toks(tok, df["output"][0])
-    prompt = toks(tok, ifd.render_prompt("alpaca", df["instruction"][0], ""))
+    prompt = toks(tok, prompt_text("alpaca", None, df["instruction"][0], ""))
     assert res["loss_a"][0] == pytest.approx(direct_loss(model, start + a_ids, len(a_ids)), rel=1e-4)
     assert res["loss_a_given_q"][0] == pytest.approx(direct_loss(model, start + prompt + a_ids, len(a_ids)),
                                                      rel=1e-4)

@@ -330,7 +330,7 @@ def test_stage_baselines_without_tracking(tmp_path: Path) -> None:
 
 
 def test_category_mix_and_before_after_plots() -> None:
-    from selectune.plots import before_after_histogram, category_mix
+    from selectune.core.plots import before_after_histogram, category_mix
 
     fig = category_mix(["a", "a", "b", None], ["a"], "mix")
     bars = fig.axes[0].patches

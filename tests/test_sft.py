@@ -16,6 +16,7 @@ import torch
 
 from selectune import evaluate, registry, sft, sft_data
 from selectune.config import TuneConfig
+from selectune.core import lora, prompts
 from tests.fixtures import ROOT
 
 TINY = dict(max_steps=2, save_steps=2, batch_size=2, grad_accum=1, max_tokens=256, eval_fraction=0.34,
@@ -51,7 +52,7 @@ def _tok(path: str):  # noqa: ANN202
 def test_labels_mask_exactly_the_prompt(tiny_model: str) -> None:
     tok = _tok(tiny_model)
     ex = sft_data.encode(tok, "alpaca", "Add two and three.", "", "2 + 3 = 5", 512)
-    prompt = sft_data.ALPACA.format(instruction="Add two and three.")
+    prompt = prompts.ALPACA.format(instruction="Add two and three.")
     assert ex.n_prompt == len(tok(prompt)["input_ids"])
     assert ex.labels[:ex.n_prompt] == [-100] * ex.n_prompt
     assert ex.labels[ex.n_prompt:] == ex.input_ids[ex.n_prompt:]
@@ -59,7 +60,7 @@ def test_labels_mask_exactly_the_prompt(tiny_model: str) -> None:
     assert tok.decode(ex.input_ids[ex.n_prompt:]) == "2 + 3 = 5</s>"
 
     ex = sft_data.encode(tok, "chat", "Translate to French", "good morning", "bonjour", 512)
-    prompt = "<|user|>\nTranslate to French\n\ngood morning<|end|>\n<|assistant|>\n"
+    prompt = "<|user|>\nTranslate to French\ngood morning<|end|>\n<|assistant|>\n"  # the one joiner: "\n"
     assert tok.decode(ex.input_ids[:ex.n_prompt]) == prompt
     assert tok.decode(ex.input_ids[ex.n_prompt:]) == "bonjour<|end|>\n</s>"  # template's turn end, then EOS
     assert ex.labels == [-100] * ex.n_prompt + ex.input_ids[ex.n_prompt:]
@@ -70,18 +71,18 @@ def test_labels_mask_exactly_the_prompt(tiny_model: str) -> None:
 
 def test_template_rule(tiny_model: str) -> None:
     tok = _tok(tiny_model)
-    assert sft_data.pick_template("auto", tiny_model, tok) == "alpaca"  # has a chat template, but not an instruct name
-    assert sft_data.pick_template("auto", "/models/SmolLM2-135M-Instruct", tok) == "chat"
-    assert sft_data.pick_template("auto", "smollm2-135m-instruct", tok) == "chat"
-    assert sft_data.pick_template("auto", "gemma-3-270m", tok) == "alpaca"
+    assert prompts.pick_template("auto", tiny_model, tok) == "alpaca"  # has a chat template, but not an instruct name
+    assert prompts.pick_template("auto", "/models/SmolLM2-135M-Instruct", tok) == "chat"
+    assert prompts.pick_template("auto", "smollm2-135m-instruct", tok) == "chat"
+    assert prompts.pick_template("auto", "gemma-3-270m", tok) == "alpaca"
     tok.chat_template = None
-    assert sft_data.pick_template("auto", "org/some-chat-model", tok) == "alpaca"
+    assert prompts.pick_template("auto", "org/some-chat-model", tok) == "alpaca"
     with pytest.raises(ValueError, match="no chat template"):
-        sft_data.pick_template("chat", "x", tok)
+        prompts.pick_template("chat", "x", tok)
 
 
 def test_packing_blocks_and_isolation(tiny_model: str) -> None:
-    from selectune.models import load_causal_lm
+    from selectune.core.models import load_causal_lm
 
     exs = [sft_data.Example(list(range(10, 10 + n)), [-100] * 2 + list(range(12, 10 + n)), 2) for n in (5, 7, 4, 9)]
     blocks = sft_data.pack(exs, 16)
@@ -103,7 +104,7 @@ def test_packing_blocks_and_isolation(tiny_model: str) -> None:
 
 
 def test_trimmed_logits_give_the_same_loss(tiny_model: str) -> None:
-    from selectune.models import load_causal_lm
+    from selectune.core.models import load_causal_lm
 
     model, tok = load_causal_lm(tiny_model)
     exs = [sft_data.encode(tok, "alpaca", "Add two and three.", "", "2 + 3 = 5", 512),
@@ -118,20 +119,20 @@ def test_trimmed_logits_give_the_same_loss(tiny_model: str) -> None:
 
 
 def test_target_modules(tiny_model: str) -> None:
-    from selectune.models import load_causal_lm
+    from selectune.core.models import load_causal_lm
 
     model, _ = load_causal_lm(tiny_model)
-    assert sft.find_target_modules(model) == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj",
+    assert lora.find_target_modules(model) == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj",
                                               "v_proj"]
     with pytest.raises(ValueError, match="no attention/MLP projection layers found in Sequential"):
-        sft.find_target_modules(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+        lora.find_target_modules(torch.nn.Sequential(torch.nn.Linear(2, 2)))
 
 
 def test_adapter_changes_base_does_not(trained: sft.TrainResult, tiny_model: str) -> None:
     from safetensors.torch import load_file
 
     original = load_file(Path(tiny_model) / "model.safetensors")
-    dtype = getattr(torch, registry.read_meta(trained.adapter_dir)["dtype"])
+    dtype = getattr(torch, lora.read_meta(trained.adapter_dir)["dtype"])
     state = trained.model.state_dict()
     base = {k.replace("base_model.model.", "").replace(".base_layer", ""): v for k, v in state.items()
             if "lora_" not in k}
@@ -171,11 +172,11 @@ def _direct_loss(model: torch.nn.Module, examples: list[sft_data.Example]) -> fl
 
 
 def test_evaluation_equals_direct_computation(trained: sft.TrainResult, tiny_model: str, tmp_path: Path) -> None:
-    from selectune.models import load_causal_lm
+    from selectune.core.models import load_causal_lm
 
     ev = evaluate.evaluate(trained.model, trained.tokenizer, trained.heldout, trained.template, 256, 2, 4, tmp_path)
     exs = sft_data.encode_frame(trained.heldout, trained.tokenizer, "alpaca", 256)[0]
-    base, _ = load_causal_lm(tiny_model, registry.read_meta(trained.adapter_dir)["dtype"])  # as trained
+    base, _ = load_causal_lm(tiny_model, lora.read_meta(trained.adapter_dir)["dtype"])  # as trained
     base.float()  # train() hands back float32 on CPU
     assert ev.metrics["eval.base_loss"] == pytest.approx(_direct_loss(base, exs), abs=1e-5)
     assert ev.metrics["eval.tuned_loss"] == pytest.approx(_direct_loss(trained.model, exs), abs=1e-5)
@@ -184,9 +185,9 @@ def test_evaluation_equals_direct_computation(trained: sft.TrainResult, tiny_mod
     assert list(ev.table.columns) == ["instruction", "reference", "base", "tuned"] and len(ev.table) == 2
     assert json.loads((tmp_path / "metrics.json").read_text()) == ev.metrics
     # batched greedy generation (left padding) equals one prompt at a time
-    prompts = [sft_data.prompt_ids("alpaca", trained.tokenizer, r.instruction, r.input) for r in
-               trained.heldout.itertuples()]
-    one = [evaluate.generate(trained.model, trained.tokenizer, [p], 4)[0] for p in prompts]
+    ids = [prompts.prompt_ids("alpaca", trained.tokenizer, r.instruction, r.input) for r in
+           trained.heldout.itertuples()]
+    one = [evaluate.generate(trained.model, trained.tokenizer, [p], 4)[0] for p in ids]
     assert one == list(ev.table["tuned"])
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from selectune import vllm_backend
+from selectune.core import vllm as vllm_backend
 from tests.fixtures import DEMO
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
@@ -55,12 +55,12 @@ def engine():
 @gpu
 def test_selectit_probabilities_match_transformers(engine, demo) -> None:
     from selectune.config import SelectITConfig
-    from selectune.scoring import rate, rating_prompts
+    from selectune.scoring import rate, rate_vllm, rating_prompts
 
     cfg = SelectITConfig(models=["gemma-3-270m"], dtype="bfloat16", use_cache=False)
     prompts = rating_prompts(cfg)
     ref = rate(demo, "gemma-3-270m", cfg, prompts, cache=None, progress=False)
-    got = vllm_backend.rate(demo, "gemma-3-270m", cfg, prompts, engine, progress=False)
+    got = rate_vllm(demo, "gemma-3-270m", cfg, prompts, engine, progress=False)
     assert got.probs.shape == ref.probs.shape == (8, len(prompts), 5)
     np.testing.assert_allclose(got.probs, ref.probs, atol=2e-2, rtol=0)
     assert (got.truncated == ref.truncated).all()
@@ -74,12 +74,14 @@ def test_selectit_probabilities_match_transformers(engine, demo) -> None:
 def test_ifd_losses_match_transformers(engine, demo) -> None:
     from selectune import ifd
     from selectune.config import IFDConfig
+    from selectune.core import losses
+    from selectune.core.prompts import prompt_text
 
     cfg = IFDConfig(model="gemma-3-270m", dtype="bfloat16")
     model, tok = ifd.load_student(cfg)
-    prefixes = [ifd.render_prompt("alpaca", i, x) for i, x in zip(demo["instruction"], demo["input"], strict=True)]
+    prefixes = [prompt_text("alpaca", None, i, x) for i, x in zip(demo["instruction"], demo["input"], strict=True)]
     targets = demo["output"].tolist()
-    ref, n_ref, _ = ifd.sequence_losses(model, tok, prefixes + [""] * 8, targets * 2, cfg)
+    ref, n_ref, _ = losses.sequence_losses(model, tok, prefixes + [""] * 8, targets * 2, cfg.max_tokens)
     got, n_got, _ = vllm_backend.sequence_losses(engine, prefixes + [""] * 8, targets * 2, cfg.max_tokens)
     assert (n_got == n_ref).all()
     np.testing.assert_allclose(got, ref, atol=5e-2, rtol=0)
@@ -88,16 +90,12 @@ def test_ifd_losses_match_transformers(engine, demo) -> None:
 @pytest.mark.gpu
 @gpu
 def test_generation_greedy_is_reproducible(engine) -> None:
-    from selectune.config import TeacherConfig
-
-    cfg = TeacherConfig(temperature=0.0, max_new_tokens=16)
     engine.llm.get_tokenizer().chat_template = engine.llm.get_tokenizer().chat_template or (
         "{% for m in messages %}{{ m['content'] }}\n{% endfor %}")
     reqs = [[{"role": "user", "content": "Name a colour."}], [{"role": "user", "content": "Count to three."}]]
-    a = vllm_backend.generate(engine, reqs, cfg, progress=False)
-    b = vllm_backend.generate(engine, reqs, cfg, progress=False)
+    a = vllm_backend.generate(engine, reqs, 16, temperature=0.0, progress=False)
+    b = vllm_backend.generate(engine, reqs, 16, temperature=0.0, progress=False)
     assert [[c.text for c in r] for r in a] == [[c.text for c in r] for r in b]
     assert all(0 < c.completion_tokens <= 16 and c.prompt_tokens > 0 for r in a for c in r)
-    samples = vllm_backend.generate(engine, reqs[:1], TeacherConfig(temperature=1.0, max_new_tokens=16), n=3,
-                                    progress=False)
+    samples = vllm_backend.generate(engine, reqs[:1], 16, temperature=1.0, n=3, progress=False)
     assert len(samples[0]) == 3

@@ -38,7 +38,7 @@ def _read_table(path: str) -> Any:
 
 
 def _dtype(dtype: str) -> str | None:
-    from selectune.settings import resolve_dtype
+    from selectune.core.settings import resolve_dtype
 
     return None if dtype == "trained" else resolve_dtype(dtype)
 
@@ -133,7 +133,7 @@ def train_cmd(
     from pydantic import ValidationError
 
     from selectune.config import JudgeConfig
-    from selectune.settings import disable_telemetry
+    from selectune.core.settings import disable_telemetry
 
     disable_telemetry()
     try:

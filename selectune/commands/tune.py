@@ -52,7 +52,7 @@ def tune_cmd(
     import yaml
     from pydantic import ValidationError
 
-    from selectune.settings import disable_telemetry
+    from selectune.core.settings import disable_telemetry
 
     disable_telemetry()
     try:

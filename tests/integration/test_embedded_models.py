@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from selectune import models
 from selectune.config import SelectITConfig
+from selectune.core import models
 from selectune.data import record_id
 from selectune.scoring import score_selectit
 
@@ -41,16 +41,17 @@ def test_causal_alias_scores_two_records(alias: str, layout: str) -> None:
 def test_gemma_shared_prefix_matches_whole_sequences() -> None:
     """Gemma 3 mixes sliding-window and global attention layers: reusing the prompt's cache must not change
     the ratings."""
-    from selectune import inference, selectit
-    from selectune.scoring import build_texts
+    from selectune import selectit
+    from selectune.core import lm
+    from selectune.scoring import build_texts, rating_token_ids
 
     model, tok = models.load_causal_lm("gemma-3-270m", dtype="float32")
     texts = build_texts(_records(), selectit.default_rating_prompts(5)[:1], "official", tok)[0]
-    seqs = [e.ids for e in inference.encode(tok, texts, selectit.ANSWER_SUFFIX, 1024)]
-    ids = inference.rating_token_ids(tok, 5)
-    assert inference.common_prefix_len(seqs) >= 20
-    shared = np.concatenate([p for _, p in inference.iter_last_token_probs(model, tok, seqs, ids, 8, 4096)])
-    plain = np.concatenate([p for _, p in inference.iter_last_token_probs(model, tok, seqs, ids, 8, 4096,
+    seqs = [e.ids for e in lm.encode(tok, texts, selectit.ANSWER_SUFFIX, 1024)]
+    ids = rating_token_ids(tok, 5)
+    assert lm.common_prefix_len(seqs) >= 20
+    shared = np.concatenate([p for _, p in lm.iter_last_token_probs(model, tok, seqs, ids, 8, 4096)])
+    plain = np.concatenate([p for _, p in lm.iter_last_token_probs(model, tok, seqs, ids, 8, 4096,
                                                                            share_prefix=False)])
     assert np.abs(shared - plain).max() < 1e-4
 

@@ -93,7 +93,7 @@ def test_flow_end_to_end(prefect_server, mlflow_store, tmp_path, records, tiny_m
     assert arts and summary["mlflow_run_id"] in arts[0].data
 
     # Re-running with the same config skips every stage by its manifest: no model is loaded.
-    import selectune.models as models
+    import selectune.core.models as models
 
     def no_load(*a, **k):
         raise AssertionError("model loaded on a resumed run")

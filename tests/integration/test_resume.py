@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from selectune.rundir import RunDirLocked, locked
+from selectune.core.rundir import RunDirLocked, locked
 
 SELECTUNE = str(Path(sys.executable).parent / "selectune")
 
@@ -48,7 +48,7 @@ def _cache_rows(home: Path) -> int:
 
 
 def test_lock_refuses_a_second_writer_and_dies_with_its_holder(tmp_path) -> None:
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom selectune.rundir import locked\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom selectune.core.rundir import locked\n"
                                f"with locked({str(tmp_path)!r}):\n    print('held', flush=True)\n    time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

@@ -49,3 +49,10 @@ def resolve_dtype(name: str, dev: str | None = None) -> str:
     if dev == "cpu" and torch.cpu._is_avx512_bf16_supported():
         return "bfloat16"
     return "float32"
+
+
+def resolve_attn(name: str, dev: str, dtype: str) -> str:
+    """Map "auto" to eager attention for bfloat16 on CPU (measured faster there), else sdpa."""
+    if name != "auto":
+        return name
+    return "eager" if dev == "cpu" and dtype == "bfloat16" else "sdpa"

@@ -1,8 +1,8 @@
-"""vLLM backend (optional extra ``.[vllm]``, Linux + CUDA only): the transformers paths' numbers at GPU-server
-throughput -- SelectIT rating probabilities, IFD target losses, teacher generation and response sampling.
+"""vLLM engine (optional extra ``.[vllm]``, Linux + CUDA only): the transformers engines' numbers at GPU-server
+throughput -- last-token probabilities (SelectIT ratings), target losses (IFD), chat generation (teachers).
 
-Prompts are tokenized by our own code (``scoring.build_texts`` + ``inference.encode``, ``ifd.pack``) and sent as
-token ids, so both backends see exactly the same tokens, truncation included.
+Prompts are tokenized by our own code (``selectit.scoring.build_texts`` + ``lm.encode``, ``losses.pack``) and sent
+as token ids, so both engines see exactly the same tokens, truncation included.
 
 SelectIT probabilities: one decoding step per rating text with ``SamplingParams(max_tokens=1, logprobs=top_n,
 temperature=0)``. vLLM returns the top-n log-probabilities of the *raw* next-token distribution (its default
@@ -10,7 +10,7 @@ temperature=0)``. vLLM returns the top-n log-probabilities of the *raw* next-tok
 ``exp(logprob)`` of each rating token "1".."K" is the transformers path's softmax probability. A rating token
 outside the top n is not approximated: it is queried exactly by appending it to the prompt and reading its
 ``prompt_logprobs`` entry (counted as ``fallback_queries`` in the engine settings). Agreement with transformers:
-within 2e-2 absolute in bfloat16 (different kernels and reduction orders), see tests/test_vllm.py.
+within 2e-2 absolute in bfloat16 (different kernels and reduction orders), see tests/unit/core/test_vllm.py.
 
 IFD: ``prompt_logprobs=1`` on the packed sequence returns, at each position, the log-probability of the actual
 prompt token; the mean negative log-probability over the last ``n_target`` tokens is the target loss.
@@ -23,9 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
-
-from selectune.config import SelectITConfig, TeacherConfig
 
 TOP_N = 20  # vLLM's default max_logprobs
 
@@ -61,8 +58,8 @@ def load_engine(model: str, dtype: str = "auto", max_num_seqs: int = 256, max_mo
                 top_n: int = TOP_N, **engine_kwargs: Any) -> Engine:
     """vllm.LLM for an alias, local folder or hub id (safetensors); ``dtype`` auto = bfloat16 where supported."""
     vllm = require_vllm()
-    from selectune import models
-    from selectune.settings import resolve_dtype
+    from selectune.core import models
+    from selectune.core.settings import resolve_dtype
 
     dt = resolve_dtype(dtype, "cuda")
     llm = vllm.LLM(model=str(models.resolve(model)), dtype=dt, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
@@ -79,8 +76,8 @@ def _prompts(seqs: Sequence[Sequence[int]]) -> list[dict[str, list[int]]]:
     return [{"prompt_token_ids": list(s)} for s in seqs]
 
 
-def rating_probs(engine: Engine, seqs: Sequence[Sequence[int]], token_ids: Sequence[int],
-                 progress: bool = True) -> np.ndarray:
+def last_token_probs(engine: Engine, seqs: Sequence[Sequence[int]], token_ids: Sequence[int],
+                     progress: bool = True) -> np.ndarray:
     """Next-token probabilities ``[N, K]`` of ``token_ids`` after each token sequence (see module docstring)."""
     from vllm import SamplingParams
 
@@ -104,48 +101,9 @@ def rating_probs(engine: Engine, seqs: Sequence[Sequence[int]], token_ids: Seque
     return probs
 
 
-def rate(df: pd.DataFrame, model_name: str, cfg: SelectITConfig, prompts: list[str], engine: Engine,
-         progress: bool = True) -> Any:
-    """``scoring.rate`` on vLLM (no rating cache: its keys name the transformers dtype); a RaterResult."""
-    import time
-
-    from selectune import inference, models
-    from selectune.scoring import RaterResult, build_texts
-
-    tok = engine.tokenizer()
-    texts, tail = build_texts(df, prompts, cfg.layout, tok)
-    enc = inference.encode(tok, texts, tail, cfg.max_tokens, cfg.truncation,
-                           add_special_tokens=cfg.layout == "official")
-    start = time.perf_counter()
-    probs = rating_probs(engine, [e.ids for e in enc], inference.rating_token_ids(tok, cfg.rating_scale), progress)
-    n, r = len(df), len(prompts)
-    return RaterResult(models.model_key(model_name), probs.reshape(n, r, cfg.rating_scale),
-                       np.array([e.truncated for e in enc]).reshape(n, r), models.count_parameters(model_name),
-                       computed=n * r, tokens=sum(len(e.ids) for e in enc), seconds=time.perf_counter() - start,
-                       fingerprint=models.fingerprint(model_name))
-
-
-def score_selectit(df: pd.DataFrame, cfg: SelectITConfig, progress: bool = True,
-                   **engine_kwargs: Any) -> tuple[Any, list[dict[str, Any]]]:
-    """``scoring.score_selectit`` on vLLM: (ScoreReport, engine settings per rater). Raters load one at a time."""
-    import gc
-
-    from selectune.scoring import combine, rating_prompts
-
-    prompts = rating_prompts(cfg)
-    raters, settings = [], []
-    for m in cfg.models:
-        engine = load_engine(m, cfg.dtype, trust_remote_code=cfg.trust_remote_code, **engine_kwargs)
-        raters.append(rate(df, m, cfg, prompts, engine, progress))
-        settings.append(engine.settings)
-        del engine
-        gc.collect()
-    return combine(df, raters, cfg), settings
-
-
 def target_losses(engine: Engine, seqs: Sequence[Sequence[int]], n_targets: Sequence[int],
                   progress: bool = True) -> np.ndarray:
-    """``ifd.target_losses`` on vLLM: mean negative log-probability of the last ``n_targets[i]`` tokens."""
+    """``losses.target_losses`` on vLLM: mean negative log-probability of the last ``n_targets[i]`` tokens."""
     from vllm import SamplingParams
 
     outs = engine.llm.generate(_prompts(seqs), SamplingParams(max_tokens=1, prompt_logprobs=1), use_tqdm=progress)
@@ -160,34 +118,38 @@ def target_losses(engine: Engine, seqs: Sequence[Sequence[int]], n_targets: Sequ
 
 def sequence_losses(engine: Engine, prefixes: list[str], targets: list[str], max_length: int,
                     progress: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``ifd.sequence_losses`` on vLLM: (losses, target tokens scored, truncated), same packing."""
-    from selectune import ifd
+    """``losses.sequence_losses`` on vLLM: (losses, target tokens scored, truncated), same packing."""
+    from selectune.core.losses import pack, start_ids
 
     tok = engine.tokenizer()
-    start = ifd.start_ids(tok)
+    start = start_ids(tok)
     ids = tok(prefixes + targets, add_special_tokens=False)["input_ids"] if prefixes else []
-    packed = [ifd.pack(start, list(p), list(t), max_length)
+    packed = [pack(start, list(p), list(t), max_length)
               for p, t in zip(ids[: len(prefixes)], ids[len(prefixes):], strict=True)]
     seqs = [p[0] for p in packed]
     n_t = np.array([p[1] for p in packed], dtype=int)
     return target_losses(engine, seqs, n_t, progress), n_t, np.array([p[2] for p in packed], dtype=bool)
 
 
-def generate(engine: Engine, requests: Sequence[list[dict[str, str]]], cfg: TeacherConfig, n: int = 1,
-             progress: bool = True) -> list[list[Any]]:
-    """Teacher replies (``n`` samples per chat request; temperature 0 = greedy): ``[request][sample]`` of
-    ``teacher.Completion``. Each request's sampling is seeded by ``cfg.seed``, so reruns repeat."""
-    from vllm import SamplingParams
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
 
-    from selectune.teacher import Completion
+
+def generate(engine: Engine, requests: Sequence[list[dict[str, str]]], max_new_tokens: int, temperature: float = 0.0,
+             top_p: float = 1.0, seed: int = 0, n: int = 1, progress: bool = True) -> list[list[Reply]]:
+    """Replies to chat requests (``n`` samples each; temperature 0 = greedy): ``[request][sample]``. Each request's
+    sampling is seeded by ``seed``, so reruns repeat."""
+    from vllm import SamplingParams
 
     tok = engine.tokenizer()
     if not getattr(tok, "chat_template", None):
-        raise ValueError(f"teacher model {engine.settings.get('model')!r} has no chat template; use an instruct model")
+        raise ValueError(f"model {engine.settings.get('model')!r} has no chat template; use an instruct model")
     ids = [tok(tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True),
                add_special_tokens=False)["input_ids"] for m in requests]
-    params = SamplingParams(n=n, temperature=cfg.temperature, top_p=cfg.top_p if cfg.temperature > 0 else 1.0,
-                            max_tokens=cfg.max_new_tokens, seed=cfg.seed)
+    params = SamplingParams(n=n, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
+                            max_tokens=max_new_tokens, seed=seed)
     outs = engine.llm.generate(_prompts(ids), params, use_tqdm=progress)
-    return [[Completion(c.text, len(p), len(c.token_ids), False) for c in out.outputs]
-            for p, out in zip(ids, outs, strict=True)]
+    return [[Reply(c.text, len(p), len(c.token_ids)) for c in out.outputs] for p, out in zip(ids, outs, strict=True)]

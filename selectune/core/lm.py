@@ -1,9 +1,10 @@
-"""Batched causal-LM inference that reads next-token probabilities at the last position only.
+"""The batched engine shared by SelectIT, the judge and IFD: tokenized prompts are sorted by length and packed
+into padded batches under a token budget, and only the logits that are needed are computed.
 
-Prompts are tokenized once, sorted by length and packed into left-padded batches under a token
-budget. Logits are computed for the last position alone (``logits_to_keep=1``): a 262k-token
-vocabulary at every position would dominate the cost. Sequences that start with the same tokens (every
-rating text begins with its rating prompt) run that prefix once and reuse its key/value cache.
+Last-token probabilities (:func:`iter_last_token_probs`): left-padded batches, logits at the last position only
+(``logits_to_keep=1``): a 262k-token vocabulary at every position would dominate the cost. Sequences that start
+with the same tokens (every rating text begins with its rating prompt) run that prefix once and reuse its
+key/value cache. Target losses are in :mod:`selectune.core.losses`.
 """
 
 from __future__ import annotations
@@ -15,35 +16,29 @@ from typing import Any
 
 import numpy as np
 
-SENTINEL = "\x00CONTENT\x00"
 _SPACE_MARKERS = ("", "▁", "Ġ")  # plain digit, SentencePiece space, byte-level BPE space
 
 
-def rating_token_ids(tokenizer: Any, k: int) -> list[int]:
-    """Vocabulary ids of the single tokens "1".."K" (with or without a leading-space marker)."""
+def digit_token_ids(tokenizer: Any, labels: Sequence[str], what: str = "rating") -> list[int]:
+    """Vocabulary ids of the single tokens spelling each label ("1".."K" ratings, "0".."9" judge digits), plain or
+    with a leading-space marker; a label that is not one token is an error (the score is read from one token)."""
     vocab = tokenizer.get_vocab()
     ids = []
-    for rating in range(1, k + 1):
-        digit = str(rating)
-        tid = next((vocab[m + digit] for m in _SPACE_MARKERS if m + digit in vocab), None)
+    for label in labels:
+        tid = next((vocab[m + label] for m in _SPACE_MARKERS if m + label in vocab), None)
         if tid is None:
-            raise ValueError(
-                f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no single token for rating {digit!r}; "
-                f"SelectIT needs each of 1..{k} to be one token (use K <= 9 or another rater)"
-            )
+            raise ValueError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no single token for {what} "
+                             f"{label!r}; the score is read from one token per {what}: use another model"
+                             + (" or K <= 9" if what == "rating" else ""))
         ids.append(tid)
     return ids
 
 
-def chat_frame(tokenizer: Any) -> tuple[str, str]:
-    """Text the chat template puts before and after a single user message (with generation prompt)."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(f"model {getattr(tokenizer, 'name_or_path', '')!r} has no chat template; "
-                         "use layout 'official' for base models")
-    text = tokenizer.apply_chat_template([{"role": "user", "content": SENTINEL}], tokenize=False,
-                                         add_generation_prompt=True)
-    before, after = text.split(SENTINEL)
-    return before, after
+def pad_id(tokenizer: Any) -> int:
+    """The padding id: the tokenizer's pad token, else its EOS, else 0."""
+    if tokenizer.pad_token_id is not None:
+        return tokenizer.pad_token_id
+    return tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
 
 
 @dataclass(frozen=True)
@@ -82,12 +77,12 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: in
     return batches
 
 
-def pad_left(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any, Any]:
+def pad_left(seqs: Sequence[Sequence[int]], pad: int) -> tuple[Any, Any, Any]:
     """Left-padded input ids, attention mask and position ids (positions count real tokens only)."""
     import torch
 
     width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for row, s in enumerate(seqs):
         ids[row, width - len(s):] = torch.tensor(s, dtype=torch.long)
@@ -119,7 +114,7 @@ def iter_last_token_probs(model: Any, tokenizer: Any, seqs: Sequence[Sequence[in
     """
     import torch
 
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pad = pad_id(tokenizer)
     device = next(model.parameters()).device
     wanted = torch.tensor(list(token_ids), dtype=torch.long, device=device)
     window = getattr(model.config, "sliding_window", None) or float("inf")
@@ -132,7 +127,7 @@ def iter_last_token_probs(model: Any, tokenizer: Any, seqs: Sequence[Sequence[in
             prefix = torch.tensor([list(seqs[0][:n_prefix])], dtype=torch.long, device=device)
             prefix_cache = model(input_ids=prefix, use_cache=True).cache
     for batch in length_batches([len(s) - n_prefix for s in seqs], batch_size, max_batch_tokens):
-        ids, mask, positions = pad_left([seqs[i][n_prefix:] for i in batch], pad_id)
+        ids, mask, positions = pad_left([seqs[i][n_prefix:] for i in batch], pad)
         kwargs: dict[str, Any] = {"use_cache": False}
         if prefix_cache is not None:
             cache = copy.deepcopy(prefix_cache)

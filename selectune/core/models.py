@@ -17,9 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from selectune.settings import home
+from selectune.core.settings import home
 
 Kind = Literal["causal-base", "causal-instruct", "embedder"]
+DEFAULT_STUDENT = "gemma-3-270m"  # the model a user tunes, the first rater, the judge base
+DEFAULT_TEACHER = "smollm2-135m-instruct"  # the reflecting teacher, the second rater
+DEFAULT_EMBEDDER = "minilm-l6"
 
 
 @dataclass(frozen=True)
@@ -152,10 +155,15 @@ def model_key(name: str) -> str:
 
 def load_causal_lm(name: str, dtype: str = "float32", device: str = "cpu", trust_remote_code: bool = False,
                    attn_implementation: str | None = None) -> tuple[Any, Any]:
-    """Load (model, tokenizer) in eval mode; safetensors only."""
+    """Load (model, tokenizer) in eval mode; safetensors only. ``attn_implementation`` "auto": eager for
+    bfloat16 on CPU, else sdpa (None: the transformers default)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from selectune.core.settings import resolve_attn
+
+    if attn_implementation is not None:
+        attn_implementation = resolve_attn(attn_implementation, device, dtype)
     src = resolve(name)
     try:
         tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
@@ -167,7 +175,7 @@ def load_causal_lm(name: str, dtype: str = "float32", device: str = "cpu", trust
     return model.to(device).eval(), tok
 
 
-def load_embedder(name: str = "minilm-l6", device: str = "cpu") -> Any:
+def load_embedder(name: str = DEFAULT_EMBEDDER, device: str = "cpu") -> Any:
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(resolve(name)), device=device)

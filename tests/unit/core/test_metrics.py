@@ -1,4 +1,4 @@
-"""Tests for selectune.metrics and selectune.plots."""
+"""Tests for selectune.core.metrics and selectune.core.plots."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from selectune.metrics import auroc, label_auroc
-from selectune.plots import score_histogram, score_vs_length
+from selectune.core.metrics import auroc, label_auroc
+from selectune.core.plots import score_histogram, score_vs_length
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
