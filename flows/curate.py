@@ -29,7 +29,7 @@ from selectune.config import (
 )
 from selectune.core.rundir import locked
 from selectune.core.settings import disable_telemetry
-from selectune.stages import StageResult
+from selectune.stage import StageResult
 from tasks.judge import judge_task
 from tasks.load import load_task
 from tasks.recycle import recycle_task
@@ -69,7 +69,7 @@ def curate(
     cfg = PipelineConfig(data=data, selectit=selectit, reflection=reflection, selection=selection, tune=tune,
                          judge=judge, scale=scale, run_dir=run_dir, experiment=experiment)
 
-    def score(records: str, stage: str = "selectit") -> StageResult:
+    def score(records: str | Path, stage: str = "selectit") -> StageResult:
         if scale.runner == "local":
             return score_task(selectit, records, rd, pid, stage=stage)
         from flows.sharded import score_stage_sharded  # Dask / Ray: one Prefect task per shard
@@ -86,24 +86,24 @@ def curate(
             pid, rd = parent.info.run_id, str(out)
             mlflow.log_params(tracking.clean_params(flatten(cfg.model_dump(mode="json"))))
             stages = [loaded := load_task(data, rd, pid)]
-            records = loaded.outputs["records"]
+            records = loaded.outputs.records
             if reflection.enabled and reflection.order == "before_scoring":
                 stages.append(recycled := recycle_task(reflection, records, rd, pid))
-                records = recycled.outputs["kept"]
+                records = recycled.outputs.kept
             stages.append(scored := score(records))
             if reflection.enabled and reflection.order == "after_scoring":
-                part = top_part(scored.outputs["scored"], reflection.top_fraction, out / "recycle-input.parquet")
+                part = top_part(scored.outputs.scored, reflection.top_fraction, out / "recycle-input.parquet")
                 stages.append(recycled := recycle_task(reflection, part, rd, pid))
-                stages.append(scored := score(recycled.outputs["kept"], stage="selectit-recycled"))
-            stages.append(chosen := select_task(selection, scored.outputs["scored"], rd, pid))
-            digest = subset_digest(chosen.outputs["selected"])
+                stages.append(scored := score(recycled.outputs.kept, stage="selectit-recycled"))
+            stages.append(chosen := select_task(selection, scored.outputs.scored, rd, pid))
+            digest = subset_digest(chosen.outputs.selected)
             mlflow.set_tag("selectune.selected_digest", digest)
             summary: dict[str, Any] = {
                 "mlflow_run_id": pid, "mlflow_tracking_uri": mlflow.get_tracking_uri(),
                 "mlflow_run_url": _run_link(mlflow.get_tracking_uri(), exp_id, pid), "run_dir": rd,
                 "records_in": loaded.metrics["records_out"], "rejected": loaded.metrics["rejected"],
                 "duplicates": loaded.metrics["duplicates"], "selected": chosen.metrics["records_out"],
-                "selected_digest": digest, "selected_alpaca": chosen.outputs["alpaca"],
+                "selected_digest": digest, "selected_alpaca": str(chosen.outputs.alpaca),
                 "auroc.selectit_score": scored.metrics.get("auroc.selectit_score"),
             }
             metrics = {"records_in": summary["records_in"], "records_selected": summary["selected"]}
@@ -122,20 +122,20 @@ def curate(
                     under_eval = under_eval or f"models:/{tune.register_as}/latest"
                     print(summary["tune"])
                 else:
-                    stages.append(tuned := tune_task(tune, chosen.outputs["selected"], rd, pid, digest))
+                    stages.append(tuned := tune_task(tune, chosen.outputs.selected, rd, pid, digest))
                     summary.update({k: v for k, v in tuned.metrics.items() if k.startswith("eval.")})
                     metrics.update({k: v for k, v in tuned.metrics.items() if k.startswith("eval.")})
-                    under_eval = under_eval or tuned.outputs["adapter"]
-                    if uri := tuned.outputs.get("model_uri"):
+                    under_eval = under_eval or str(tuned.outputs.adapter)
+                    if uri := tuned.outputs.model_uri:
                         summary["model_uri"] = uri
                         mlflow.set_tag("selectune.model_uri", uri)
             if judge.enabled:
-                stages.append(judged := judge_task(judge, tune.heldout or chosen.outputs["selected"], rd, pid,
+                stages.append(judged := judge_task(judge, tune.heldout or chosen.outputs.selected, rd, pid,
                                                    under_eval))
                 for key in ("judge.pearson", "judge.spearman", "judge.mean_score", "judge.coverage_auc"):
                     if key in judged.metrics:
                         metrics[key] = summary[key] = judged.metrics[key]
-                if uri := judged.outputs.get("model_uri"):
+                if uri := judged.outputs.model_uri:
                     summary["judge_uri"] = uri
             summary["skipped_stages"] = ",".join(s.stage for s in stages if s.skipped)
             metrics["seconds"] = round(time.perf_counter() - start, 3)

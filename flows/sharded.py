@@ -35,7 +35,8 @@ from selectune import data, shards, tracking
 from selectune.config import ScaleConfig, SelectITConfig
 from selectune.core import metrics, plots
 from selectune.core.settings import TELEMETRY_OFF, disable_telemetry, home
-from selectune.stages import StageResult, file_digest, run_stage, stage_key
+from selectune.pipeline import ScoreOutputs
+from selectune.stage import StageResult, file_digest, run_stage, stage_key
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ def task_runner(scale: ScaleConfig) -> Iterator[Any]:
 
 
 def score_stage_sharded(cfg: SelectITConfig, scale: ScaleConfig, records: str, run_dir: str | Path,
-                        parent_run_id: str | None = None, stage: str = "selectit") -> StageResult:
+                        parent_run_id: str | None = None, stage: str = "selectit") -> StageResult[ScoreOutputs]:
     """``score_stage`` in shards on ``scale``'s runner: the same scored.parquet (and stage key) plus
     shards_total / shards_skipped; finished shards of an interrupted run are not scored again."""
     from selectune.core import models
@@ -166,7 +167,7 @@ def score_stage_sharded(cfg: SelectITConfig, scale: ScaleConfig, records: str, r
     fingerprints = {f"model.{models.model_key(m)}": models.fingerprint(m) for m in cfg.models}
     inputs = {"records": file_digest(records), **fingerprints}
 
-    def body(out: Path) -> tuple[dict[str, str], dict[str, float]]:
+    def body(out: Path) -> tuple[ScoreOutputs, dict[str, float]]:
         n_records = len(pd.read_parquet(records, columns=["id"]))
         shard_dir = out / "shards"
         start = time.perf_counter()
@@ -190,7 +191,7 @@ def score_stage_sharded(cfg: SelectITConfig, scale: ScaleConfig, records: str, r
             cols = ["id", "selectit_score", "selectit_base_rating"] + [
                 c for c in table.columns if c.startswith("selectit_sentence.")]
             mlflow.log_table(table[cols], "selectit_scores.json")
-        return {"scored": str(path), "shards": str(shard_dir)}, m
+        return ScoreOutputs(path, shard_dir), m
 
     scale_params = {f"{stage}.scale.{k}": v for k, v in scale.model_dump(mode="json").items()}
-    return run_stage(stage, run_dir, cfg, inputs, body, parent_run_id, extra_params=scale_params)
+    return run_stage(stage, run_dir, cfg, inputs, body, ScoreOutputs, parent_run_id, extra_params=scale_params)

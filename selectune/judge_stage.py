@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ import pandas as pd
 
 from selectune import tracking
 from selectune.config import JudgeConfig
-from selectune.stages import StageResult, file_digest, run_stage
+from selectune.stage import StageResult, file_digest, run_stage
 
 PAIR_COLUMNS = ["id", "sample", "instruction", "input", "response", "reference"]
 
@@ -70,8 +71,17 @@ def _corr_metrics(prefix: str, x: np.ndarray, y: np.ndarray) -> dict[str, float]
             if math.isfinite(v)}
 
 
-def judge_stage(cfg: JudgeConfig, records: str, run_dir: str | Path, parent_run_id: str | None = None,
-                model_under_eval: str | None = None) -> StageResult:
+@dataclass(frozen=True)
+class JudgeOutputs:
+    labels: Path  # every sampled response with its self-evaluation, cosine and label
+    adapter: Path  # the judge's LoRA adapter folder
+    eval: Path  # held-out pairs with the judge's and the baselines' scores
+    coverage_plot: Path
+    model_uri: str | None = None  # models:/NAME/VERSION when registered
+
+
+def judge_stage(cfg: JudgeConfig, records: str | Path, run_dir: str | Path, parent_run_id: str | None = None,
+                model_under_eval: str | None = None) -> StageResult[JudgeOutputs]:
     """Write ``<run_dir>/judge/``: labels.parquet, adapter/, eval.parquet, coverage.png; with a parent MLflow run,
     log them and register the judge as ``cfg.register_as`` (output ``model_uri``)."""
     from selectune.core import models
@@ -83,7 +93,7 @@ def judge_stage(cfg: JudgeConfig, records: str, run_dir: str | Path, parent_run_
     inputs = {"records": file_digest(records), "model_under_eval": model_digest(ref),
               "base": models.fingerprint(cfg.base), "embedder": models.fingerprint(cfg.embedder)}
 
-    def body(out: Path) -> tuple[dict[str, str], dict[str, float]]:
+    def body(out: Path) -> tuple[JudgeOutputs, dict[str, float]]:
         from selectune import data, judge, judge_infer, judge_train
         from selectune.core import metrics
         from selectune.core.settings import device, resolve_dtype
@@ -149,17 +159,15 @@ def judge_stage(cfg: JudgeConfig, records: str, run_dir: str | Path, parent_run_
                     m[f"judge.auroc.{col}"] = round(auroc, 4)
         fig = judge_infer.coverage_figure(table["judge_score"].to_numpy(), y, cfg.threshold)
         fig.savefig(out / "coverage.png", dpi=100)
-        outputs = {"labels": str(labels_path), "adapter": str(res.adapter_dir), "eval": str(eval_path),
-                   "coverage_plot": str(out / "coverage.png")}
-        if parent_run_id:
-            outputs.update(_log(cfg, ref, inputs, labels, labels_path, table, fig, res, m))
-        return outputs, m
+        model_uri = _log(cfg, ref, inputs, labels, labels_path, table, fig, res, m) if parent_run_id else None
+        return JudgeOutputs(labels_path, res.adapter_dir, eval_path, out / "coverage.png", model_uri), m
 
-    return run_stage("judge", run_dir, cfg, inputs, body, parent_run_id, {"judge.model_under_eval": ref})
+    return run_stage("judge", run_dir, cfg, inputs, body, JudgeOutputs, parent_run_id,
+                     {"judge.model_under_eval": ref})
 
 
 def _log(cfg: JudgeConfig, ref: str, inputs: dict[str, str], labels: pd.DataFrame, labels_path: Path,
-         table: pd.DataFrame, fig: object, res: object, m: dict[str, float]) -> dict[str, str]:
+         table: pd.DataFrame, fig: object, res: object, m: dict[str, float]) -> str | None:
     """Dataset, table, figure and adapter into the active (stage) run; the Model Registry entry."""
     import mlflow
 
@@ -169,7 +177,7 @@ def _log(cfg: JudgeConfig, ref: str, inputs: dict[str, str], labels: pd.DataFram
     tracking.log_figure(fig, "judge/coverage.png")
     mlflow.log_artifacts(str(res.adapter_dir), "judge_adapter")
     if not cfg.register_as:
-        return {}
+        return None
     from selectune import registry
 
     tags = {"selectune.kind": "self-j-judge", "selectune.base": cfg.base, "selectune.base_fingerprint": inputs["base"],
@@ -177,4 +185,4 @@ def _log(cfg: JudgeConfig, ref: str, inputs: dict[str, str], labels: pd.DataFram
             "selectune.model_under_eval_digest": inputs["model_under_eval"], "selectune.template": res.template,
             "selectune.run_dir": str(Path(res.adapter_dir).parent.parent)}
     tags.update({f"selectune.{k}": str(m[k]) for k in ("judge.pearson", "judge.spearman") if k in m})
-    return {"model_uri": registry.log_and_register(res.adapter_dir, cfg.register_as, tags)}
+    return registry.log_and_register(res.adapter_dir, cfg.register_as, tags)

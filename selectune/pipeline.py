@@ -5,6 +5,7 @@ Each returns a StageResult; the Prefect tasks in ``tasks/`` are thin wrappers ar
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +13,7 @@ import pandas as pd
 from selectune import data, tracking
 from selectune.config import DataConfig, SelectITConfig
 from selectune.core import metrics, plots
-from selectune.stages import StageResult, file_digest, run_stage
+from selectune.stage import StageResult, file_digest, run_stage
 
 
 def _auroc_metric(df: pd.DataFrame, column: str) -> dict[str, float]:
@@ -20,36 +21,48 @@ def _auroc_metric(df: pd.DataFrame, column: str) -> dict[str, float]:
     return {} if value is None else {f"auroc.{column}": round(value, 4)}
 
 
-def load_stage(cfg: DataConfig, run_dir: str | Path, parent_run_id: str | None = None) -> StageResult:
+@dataclass(frozen=True)
+class LoadOutputs:
+    records: Path  # valid, deduplicated records with content ids
+    rejected: Path | None = None  # rejected rows with file, row, field and reason (on_invalid: skip)
+    duplicates: Path | None = None  # exact duplicates dropped
+
+
+@dataclass(frozen=True)
+class ScoreOutputs:
+    scored: Path  # records + SelectIT columns
+    shards: Path | None = None  # per-shard tables and completion markers (sharded scoring)
+
+
+def load_stage(cfg: DataConfig, run_dir: str | Path, parent_run_id: str | None = None) -> StageResult[LoadOutputs]:
     """Read and validate the dataset; write records.parquet (+ rejected.jsonl, duplicates.jsonl)."""
 
-    def body(out: Path) -> tuple[dict[str, str], dict[str, float]]:
+    def body(out: Path) -> tuple[LoadOutputs, dict[str, float]]:
         res = data.load_records(cfg.input, fmt=cfg.format, on_invalid=cfg.on_invalid)
         df = res.records.head(cfg.limit) if cfg.limit else res.records
-        outputs = {"records": str(data.write_parquet(df, out / "records.parquet"))}
-        if res.rejected:
-            outputs["rejected"] = str(data.write_rejections(res.rejected, out / "rejected.jsonl"))
+        rejected = data.write_rejections(res.rejected, out / "rejected.jsonl") if res.rejected else None
+        duplicates = None
         if len(res.duplicates):
-            path = out / "duplicates.jsonl"
-            res.duplicates.to_json(path, orient="records", lines=True, force_ascii=False)
-            outputs["duplicates"] = str(path)
+            duplicates = out / "duplicates.jsonl"
+            res.duplicates.to_json(duplicates, orient="records", lines=True, force_ascii=False)
+        outputs = LoadOutputs(data.write_parquet(df, out / "records.parquet"), rejected, duplicates)
         if parent_run_id:
             tracking.log_dataset(df, cfg.input, "records", "input")
         return outputs, {"rows_read": res.rows_read, "records_out": len(df), "rejected": len(res.rejected),
                          "duplicates": len(res.duplicates)}
 
-    return run_stage("load", run_dir, cfg, {"input": file_digest(cfg.input)}, body, parent_run_id)
+    return run_stage("load", run_dir, cfg, {"input": file_digest(cfg.input)}, body, LoadOutputs, parent_run_id)
 
 
-def score_stage(cfg: SelectITConfig, records: str, run_dir: str | Path,
-                parent_run_id: str | None = None, stage: str = "selectit") -> StageResult:
+def score_stage(cfg: SelectITConfig, records: str | Path, run_dir: str | Path,
+                parent_run_id: str | None = None, stage: str = "selectit") -> StageResult[ScoreOutputs]:
     """SelectIT-score records.parquet into scored.parquet, reusing the content-addressed rating cache."""
     from selectune.core import models
     from selectune.scoring import rating_cache, score_selectit
 
     fingerprints = {f"model.{models.model_key(m)}": models.fingerprint(m) for m in cfg.models}
 
-    def body(out: Path) -> tuple[dict[str, str], dict[str, float]]:
+    def body(out: Path) -> tuple[ScoreOutputs, dict[str, float]]:
         df = pd.read_parquet(records)
         cache = rating_cache() if cfg.use_cache else None
         report = score_selectit(df, cfg, cache)
@@ -69,10 +82,10 @@ def score_stage(cfg: SelectITConfig, records: str, run_dir: str | Path,
             cols = ["id", "selectit_score", "selectit_base_rating"] + [
                 c for c in report.table.columns if c.startswith("selectit_sentence.")]
             mlflow.log_table(report.table[cols], "selectit_scores.json")
-        return {"scored": str(path)}, m
+        return ScoreOutputs(path), m
 
     inputs = {"records": file_digest(records), **fingerprints}
-    return run_stage(stage, run_dir, cfg, inputs, body, parent_run_id)
+    return run_stage(stage, run_dir, cfg, inputs, body, ScoreOutputs, parent_run_id)
 
 
 def subset_digest(path: str | Path) -> str:

@@ -24,7 +24,7 @@ from selectune.reflection import (
     parse_response_reflection,
     response_messages,
 )
-from selectune.stages import StageResult, file_digest, run_stage
+from selectune.stage import StageResult, file_digest, run_stage
 
 CHUNK = 32  # records per round of teacher calls: a budget stop loses at most one round of work
 KINDS = ("instruction", "response_ori", "response_q")
@@ -219,8 +219,15 @@ def write_outputs(res: RecycleResult, out: Path, stem: str | None = None) -> dic
             "kept": str(data.write_parquet(kept, out / names[1])), "reflections": str(path)}
 
 
-def recycle_stage(cfg: ReflectionConfig, records: str, run_dir: str | Path, parent_run_id: str | None = None,
-                  api_key: str | None = None) -> StageResult:
+@dataclass(frozen=True)
+class RecycleOutputs:
+    recycled: Path  # every input record: its variant, decision, reason and IFD / r-IFD values
+    kept: Path  # the kept rows (unique ids): the recycled data set
+    reflections: Path  # every raw teacher reply with its parse outcome
+
+
+def recycle_stage(cfg: ReflectionConfig, records: str | Path, run_dir: str | Path, parent_run_id: str | None = None,
+                  api_key: str | None = None) -> StageResult[RecycleOutputs]:
     """Recycle records.parquet into recycled.parquet / kept.parquet / reflections.jsonl (see :func:`recycle`)."""
     from selectune.core import models
 
@@ -228,11 +235,11 @@ def recycle_stage(cfg: ReflectionConfig, records: str, run_dir: str | Path, pare
     if cfg.teacher.backend == "hf":
         inputs["teacher"] = models.fingerprint(cfg.teacher.model)
 
-    def body(out: Path) -> tuple[dict[str, str], dict[str, float]]:
+    def body(out: Path) -> tuple[RecycleOutputs, dict[str, float]]:
         res = recycle(pd.read_parquet(records), cfg, api_key=api_key)
-        outputs = write_outputs(res, out)
+        outputs = RecycleOutputs(**write_outputs(res, out))
         if parent_run_id:
-            tracking.log_dataset(res.recycled, outputs["recycled"], "recycled", "recycled", ["id", "decision"])
+            tracking.log_dataset(res.recycled, outputs.recycled, "recycled", "recycled", ["id", "decision"])
             if len(res.scores):
                 for col, cut, name in (("ifd", cfg.ifd_max, "IFD"), ("rifd", cfg.rifd_max, "r-IFD")):
                     fig = plots.score_histogram(res.scores[col], cut, f"{name} per variant",
@@ -240,7 +247,7 @@ def recycle_stage(cfg: ReflectionConfig, records: str, run_dir: str | Path, pare
                     tracking.log_figure(fig, f"recycle_{col}_hist.png")
         return outputs, res.metrics
 
-    return run_stage("recycle", run_dir, cfg, inputs, body, parent_run_id)
+    return run_stage("recycle", run_dir, cfg, inputs, body, RecycleOutputs, parent_run_id)
 
 
 def dry_run(cfg: ReflectionConfig, records_df: pd.DataFrame) -> dict[str, Any]:

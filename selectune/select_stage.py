@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -10,13 +11,20 @@ from selectune import data, tracking
 from selectune.config import SelectionConfig
 from selectune.core import metrics, plots
 from selectune.selection import SelectionResult, select_records
-from selectune.stages import StageResult, file_digest, run_stage
+from selectune.stage import StageResult, file_digest, run_stage
 
 DECISIONS = ("selected", "below_cut", "score_missing", "too_short", "too_long", "quota_full", "too_similar")
 
 
-def select_stage(cfg: SelectionConfig, scored: str, run_dir: str | Path,
-                 parent_run_id: str | None = None) -> StageResult:
+@dataclass(frozen=True)
+class SelectOutputs:
+    selection: Path  # every record with rank, score, decision and reason
+    selected: Path  # the selected subset
+    alpaca: Path  # the selected subset as Alpaca JSON
+
+
+def select_stage(cfg: SelectionConfig, scored: str | Path, run_dir: str | Path,
+                 parent_run_id: str | None = None) -> StageResult[SelectOutputs]:
     """Select from scored.parquet; write selection.parquet (every record with rank, score, decision and reason),
     selected.parquet and selected_alpaca.json. Embeds records (cached) only when the diversity pass is on."""
     inputs = {"scored": file_digest(scored)}
@@ -31,7 +39,7 @@ def select_stage(cfg: SelectionConfig, scored: str, run_dir: str | Path,
         judge = resolve_ref(cfg.judge)  # a later registered version must not reuse this stage's output
         inputs["judge"] = model_digest(judge)
 
-    def body(out: Path) -> tuple[dict[str, str], dict[str, float]]:
+    def body(out: Path) -> tuple[SelectOutputs, dict[str, float]]:
         df = pd.read_parquet(scored)
         m: dict[str, float] = {"records_in": len(df)}
         vectors = None
@@ -44,15 +52,15 @@ def select_stage(cfg: SelectionConfig, scored: str, run_dir: str | Path,
             vectors = emb.vectors
             m.update({"embedded_new": emb.n_new, "embed_seconds": round(emb.seconds, 3)})
         res = select_records(df, cfg, vectors)
-        outputs = {"selection": str(data.write_parquet(res.table, out / "selection.parquet")),
-                   "selected": str(data.write_parquet(res.selected, out / "selected.parquet")),
-                   "alpaca": str(data.export_alpaca(res.selected, out / "selected_alpaca.json"))}
+        outputs = SelectOutputs(data.write_parquet(res.table, out / "selection.parquet"),
+                                data.write_parquet(res.selected, out / "selected.parquet"),
+                                data.export_alpaca(res.selected, out / "selected_alpaca.json"))
         m.update(stage_metrics(res, cfg))
         if parent_run_id:
-            log_selection(res, cfg, outputs["selected"])
+            log_selection(res, cfg, str(outputs.selected))
         return outputs, m
 
-    return run_stage("select", run_dir, cfg, inputs, body, parent_run_id)
+    return run_stage("select", run_dir, cfg, inputs, body, SelectOutputs, parent_run_id)
 
 
 def judge_records(df: pd.DataFrame, judge: str) -> tuple[pd.DataFrame, float]:

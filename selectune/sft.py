@@ -48,7 +48,7 @@ def train(cfg: TuneConfig, data_path: str | Path, output: str | Path, callbacks:
     ``<output>/checkpoints`` and resumes from the newest one when the run key (config, data, base) matches."""
     from selectune import data
     from selectune.core import lora, models
-    from selectune.stages import file_digest
+    from selectune.stage import file_digest
 
     out = Path(output)
     records = data.load_records(data_path).records

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from selectune import tracking
 from selectune.config import TuneConfig
-from selectune.stages import StageResult, file_digest, run_stage
+from selectune.stage import StageResult, file_digest, run_stage
 
 
-def tune_stage(cfg: TuneConfig, selected: str, run_dir: str | Path, parent_run_id: str | None = None,
-               dataset_digest: str | None = None) -> StageResult:
+@dataclass(frozen=True)
+class TuneOutputs:
+    adapter: Path  # the LoRA adapter folder (safetensors, tokenizer, selectune.json)
+    checkpoints: Path
+    eval: Path  # metrics.json and generations.jsonl
+    merged: Path | None = None  # the merged model (tune.merge)
+    model_uri: str | None = None  # models:/NAME/VERSION when registered
+
+
+def tune_stage(cfg: TuneConfig, selected: str | Path, run_dir: str | Path, parent_run_id: str | None = None,
+               dataset_digest: str | None = None) -> StageResult[TuneOutputs]:
     """Train a LoRA adapter on ``selected`` into ``<run_dir>/tune/`` (adapter/, checkpoints/, eval/), evaluate base
     vs tuned, and with a parent MLflow run log the adapter and register it as ``cfg.register_as``
     (output ``model_uri``). A killed run resumes from its last checkpoint when re-run."""
@@ -21,15 +31,13 @@ def tune_stage(cfg: TuneConfig, selected: str, run_dir: str | Path, parent_run_i
     if cfg.heldout:
         inputs["heldout"] = file_digest(cfg.heldout)
 
-    def body(out: Path) -> tuple[dict[str, str], dict[str, float]]:
+    def body(out: Path) -> tuple[TuneOutputs, dict[str, float]]:
         from selectune import evaluate, sft
 
         res = sft.train(cfg, selected, out)
         ev = evaluate.evaluate(res.model, res.tokenizer, res.heldout, res.template, cfg.max_tokens,
                                cfg.eval_prompts, cfg.max_new_tokens, out / "eval")
-        outputs = {"adapter": str(res.adapter_dir), "checkpoints": str(out / "checkpoints"), "eval": str(out / "eval")}
-        if res.merged_dir is not None:
-            outputs["merged"] = str(res.merged_dir)
+        model_uri = None
         metrics = {**res.metrics, **ev.metrics}
         if parent_run_id:
             import mlflow
@@ -52,11 +60,11 @@ def tune_stage(cfg: TuneConfig, selected: str, run_dir: str | Path, parent_run_i
                 if "eval.tuned_loss" in ev.metrics:
                     tags["selectune.eval_loss"] = str(ev.metrics["eval.tuned_loss"])
                 start = time.perf_counter()
-                outputs["model_uri"] = registry.log_and_register(res.adapter_dir, cfg.register_as, tags)
+                model_uri = registry.log_and_register(res.adapter_dir, cfg.register_as, tags)
                 metrics["register_seconds"] = round(time.perf_counter() - start, 3)
-        return outputs, metrics
+        return TuneOutputs(res.adapter_dir, out / "checkpoints", out / "eval", res.merged_dir, model_uri), metrics
 
-    return run_stage("tune", run_dir, cfg, inputs, body, parent_run_id)
+    return run_stage("tune", run_dir, cfg, inputs, body, TuneOutputs, parent_run_id)
 
 
 def subset_digest(path: str | Path) -> str:

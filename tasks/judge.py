@@ -4,7 +4,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from selectune.config import JudgeConfig
-from selectune.stages import StageResult
+from selectune.stage import StageResult
 
 
 # Local model work: no retries; the stage manifest and training checkpoints make a re-run resume.

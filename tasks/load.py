@@ -8,7 +8,7 @@ from prefect.cache_policies import NO_CACHE
 from selectune.config import DataConfig
 from selectune.data import DataValidationError
 from selectune.pipeline import load_stage
-from selectune.stages import StageResult
+from selectune.stage import StageResult
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:

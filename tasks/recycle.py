@@ -6,7 +6,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from selectune.config import ReflectionConfig
-from selectune.stages import StageResult
+from selectune.stage import StageResult
 
 
 def teacher_key(cfg: ReflectionConfig) -> str | None:

@@ -5,7 +5,7 @@ from prefect.cache_policies import NO_CACHE
 
 from selectune.config import SelectITConfig
 from selectune.pipeline import score_stage
-from selectune.stages import StageResult
+from selectune.stage import StageResult
 
 
 # Local model work: failures are deterministic, so no retries. The rating cache and the stage

@@ -5,7 +5,7 @@ from prefect.cache_policies import NO_CACHE
 
 from selectune.config import SelectionConfig
 from selectune.select_stage import select_stage
-from selectune.stages import StageResult
+from selectune.stage import StageResult
 
 
 @task(name="select", cache_policy=NO_CACHE)

@@ -4,7 +4,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from selectune.config import TuneConfig
-from selectune.stages import StageResult
+from selectune.stage import StageResult
 
 
 # Local training: no retries (a failure is deterministic); a re-run resumes from the last checkpoint.

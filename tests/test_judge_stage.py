@@ -36,11 +36,11 @@ def test_stage_outputs_metrics_and_registered_judge(tiny_model: str, tiny_embedd
         res = judge_stage(cfg, path, tmp_path / "run", parent.info.run_id, model_under_eval=tiny_model)
     out = Path(res.dir)
     for key in ("labels", "adapter", "eval", "coverage_plot"):
-        assert Path(res.outputs[key]).exists(), key
-    labels = pd.read_parquet(res.outputs["labels"])
+        assert Path(getattr(res.outputs, key)).exists(), key
+    labels = pd.read_parquet(res.outputs.labels)
     assert len(labels) == 2 * len(records) and set(labels["split"]) == {"train", "heldout"}
     assert np.allclose(labels["label"], 0.5 * labels["self_eval"] + 4.5 * labels["cosine"].clip(lower=0))
-    table = pd.read_parquet(res.outputs["eval"])
+    table = pd.read_parquet(res.outputs.eval)
     assert len(table) == (labels["split"] == "heldout").sum() == 2 * res.metrics["judge.heldout_records"]
     assert table["judge_score"].between(0, 9).all() and table["base_self_eval"].between(0, 9).all()
     m = res.metrics
@@ -57,7 +57,7 @@ def test_stage_outputs_metrics_and_registered_judge(tiny_model: str, tiny_embedd
     assert m["judge.quality_at_coverage_0.5"] == pytest.approx(y[table["judge_score"] >= t50].mean(), abs=1e-4)
     assert m["judge.steps"] == 4 and "judge.auroc.judge_output_score" in m  # demo-style good/poor labels
 
-    assert res.outputs["model_uri"] == "models:/selectune-judge/1"
+    assert res.outputs.model_uri == "models:/selectune-judge/1"
     version = MlflowClient().get_model_version("selectune-judge", "1")
     assert version.tags["selectune.base"] == tiny_model and version.tags["selectune.model_under_eval"] == tiny_model
     assert version.tags["selectune.kind"] == "self-j-judge" and len(version.tags["selectune.label_digest"]) == 16
@@ -65,7 +65,7 @@ def test_stage_outputs_metrics_and_registered_judge(tiny_model: str, tiny_embedd
     assert child.data.metrics["judge.coverage_auc"] == m["judge.coverage_auc"]
     assert "judge_train.loss" in child.data.metrics
 
-    reloaded = load_judge(res.outputs["model_uri"])  # base + adapter rebuilt from the registry
+    reloaded = load_judge(res.outputs.model_uri)  # base + adapter rebuilt from the registry
     again = score_pairs(reloaded, table, False)["judge_score"].to_numpy()
     assert np.allclose(again, table["judge_score"], atol=1e-5)
     assert (out / "manifest.json").is_file()
@@ -79,11 +79,11 @@ def test_stage_outputs_metrics_and_registered_judge(tiny_model: str, tiny_embedd
                                tmp_path / "scored.parquet"))
     sel_cfg = SelectionConfig(by="judge_score", top_k=2, judge="models:/selectune-judge/latest")
     chosen = select_stage(sel_cfg, scored, tmp_path / "run")
-    table = pd.read_parquet(chosen.outputs["selection"]).set_index("id")
+    table = pd.read_parquet(chosen.outputs.selection).set_index("id")
     direct = score_pairs(reloaded, records.set_index("id"), False)["judge_score"]
     assert np.allclose(table.loc[direct.index, "judge_score"], direct, atol=1e-5)
     top2 = set(direct.sort_values(ascending=False).index[:2])
-    assert set(pd.read_parquet(chosen.outputs["selected"])["id"]) == top2
+    assert set(pd.read_parquet(chosen.outputs.selected)["id"]) == top2
     manifest = json.loads((tmp_path / "run" / "select" / "manifest.json").read_text())
     assert manifest["inputs"]["judge"] == "models:/selectune-judge/1" and chosen.metrics["judge_seconds"] > 0
 
@@ -156,7 +156,7 @@ def test_embedded_models_smoke(mlflow_store: str, tmp_path: Path) -> None:
     cfg = JudgeConfig(base="smollm2-135m-instruct", n_samples=1, max_new_tokens=8, max_steps=1, batch_size=2,
                       grad_accum=1, max_tokens=160, eval_fraction=0.5, register_as=None)
     res = judge_stage(cfg, path, tmp_path / "run", model_under_eval="smollm2-135m-instruct")
-    labels = pd.read_parquet(res.outputs["labels"])
+    labels = pd.read_parquet(res.outputs.labels)
     assert labels["response"].str.len().gt(0).all() and labels["cosine"].between(-1, 1).all()
     assert labels["self_eval"].between(0, 9).all() and labels["label"].between(0, 9).all()
     assert 0 <= res.metrics["judge.mean_score"] <= 9 and "judge.baseline.perplexity.spearman" in res.metrics

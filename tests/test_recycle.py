@@ -72,7 +72,7 @@ def test_recycle_stage_scripted_server(env: Path, tiny_model: str, records: pd.D
         again = recycle_stage(cfg, str(env), env.parent / "run")
         fresh = recycle_stage(cfg, str(env), env.parent / "run2")  # same teacher cache, new stage folder
     assert again.skipped and not res.skipped
-    out = pd.read_parquet(res.outputs["recycled"])
+    out = pd.read_parquet(res.outputs.recycled)
     assert out["source_id"].tolist() == records["id"].tolist()  # nothing lost, order kept
     assert out["category"].tolist() == ["geo", "math", "lang", "code", "list", "code"]
     assert out["label"].tolist() == records["label"].tolist()
@@ -103,7 +103,7 @@ def test_recycle_stage_scripted_server(env: Path, tiny_model: str, records: pd.D
     assert (last["variant"], last["decision"], last["reason"], last["id"]) == ("ori", "kept", "not recycled (limit)",
                                                                                records["id"][5])
 
-    lines = [json.loads(x) for x in Path(res.outputs["reflections"]).read_text().splitlines()]
+    lines = [json.loads(x) for x in Path(res.outputs.reflections).read_text().splitlines()]
     assert [(e["kind"], e["ok"]) for e in lines if e["source_id"] == records["id"][0]] == [
         ("instruction", True), ("response_ori", True), ("response_q", True)]
     assert sorted(e["parse"] or e["error"][:8] for e in lines if not e["ok"]) == [
@@ -116,7 +116,7 @@ def test_recycle_stage_scripted_server(env: Path, tiny_model: str, records: pd.D
     assert sum(m[f"branch.{v}.{d}"] for v in VARIANTS for d in ("kept", "dropped")) == 5
     assert m["parse_fail_rate.instruction"] == 0.4 and m["parse_fail_rate.response"] == round(1 / 6, 4)
     assert m["teacher.tokens"] == m["teacher.prompt_tokens"] + m["teacher.completion_tokens"] > 0
-    kept = pd.read_parquet(res.outputs["kept"])
+    kept = pd.read_parquet(res.outputs.kept)
     assert kept["id"].tolist() == out.loc[out["decision"] == "kept", "id"].tolist()
     assert (fresh.metrics["teacher.calls"], fresh.metrics["teacher.cached"]) == (2, 11)  # errors are not cached
 

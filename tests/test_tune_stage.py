@@ -84,7 +84,7 @@ def test_tune_command_stage_and_registry(tiny_model: str, records: pd.DataFrame,
 
     cfg = TuneConfig(base=tiny_model, **tune)  # same config and data: the manifest says it already ran
     again = tune_stage(cfg, str(tmp_path / "selected.parquet"), tmp_path / "run")
-    assert again.skipped and again.outputs["model_uri"] == "models:/tiny-tuned/1"
+    assert again.skipped and again.outputs.model_uri == "models:/tiny-tuned/1"
 
 
 def test_tune_command_reports_bad_input(tmp_path: Path) -> None:

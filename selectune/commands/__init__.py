@@ -51,4 +51,4 @@ def run_tracked(kind: str, data: str, output: Path, experiment: str, stage: Call
             res = stage(output, run.info.run_id)
         except (ValueError, OSError) as err:
             fail(str(err))
-    typer.echo(json.dumps({"mlflow_run_id": run.info.run_id, **res.outputs, **res.metrics}, indent=2))
+    typer.echo(json.dumps({"mlflow_run_id": run.info.run_id, **res.outputs_json(), **res.metrics}, indent=2))

@@ -69,11 +69,11 @@ def test_sigkill_mid_scoring_resumes_without_recomputing(tmp_path, tiny_model, m
     recipe = _recipe(tmp_path, data, tiny_model, tmp_path / "run", batch_size=1)
     total = 80 * 5
     proc = subprocess.Popen([SELECTUNE, "run", "--config", str(recipe)], env=env, cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 240
     while _cache_rows(home) < total // 4 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)  # the run and the temporary Prefect server it started, as a crash would
     proc.wait()
     done = _cache_rows(home)
     assert 0 < done < total, f"kill missed the scoring stage ({done} of {total} ratings persisted)"

@@ -64,7 +64,7 @@ def _assert_same_scores(a: pd.DataFrame, b: pd.DataFrame, tol: float = 1e-6) -> 
 
 
 def _scored(result) -> pd.DataFrame:
-    return pd.read_parquet(result.outputs["scored"])
+    return pd.read_parquet(result.outputs.scored)
 
 
 def test_plan_is_greedy_balanced_and_deterministic() -> None:
@@ -105,7 +105,7 @@ def test_dask_two_workers_equal_score_stage(tmp_path, tiny_model, tiny_model_2, 
     assert m["records_in"] == 14 and m["auroc.selectit_score"] == ref.metrics["auroc.selectit_score"]
     for key in ("weight.tiny-llama", "weight.tiny-llama-b"):
         assert m[key] == ref.metrics[key]
-    markers = [json.loads(p.read_text()) for p in sorted(Path(res.outputs["shards"]).glob("*.done.json"))]
+    markers = [json.loads(p.read_text()) for p in sorted(Path(res.outputs.shards).glob("*.done.json"))]
     assert sorted(mk["rows"] for mk in markers) == sorted(len(s) for s in shards.plan_shards(
         shards.record_weights(pd.read_parquet(records)), 3))
     pids = {mk["pid"] for mk in markers}
@@ -119,7 +119,7 @@ def test_rerun_skips_finished_shards(tmp_path, tiny_model, prefect_api) -> None:
     cfg = SelectITConfig(models=[tiny_model], dtype="float32", use_cache=False)
     scale = ScaleConfig(runner="local", shards=3)
     first = score_stage_sharded(cfg, scale, records, tmp_path / "run")
-    shard_dir = Path(first.outputs["shards"])
+    shard_dir = Path(first.outputs.shards)
     mtimes = {p.name: p.stat().st_mtime_ns for p in shard_dir.glob("*.done.json")}
     assert len(mtimes) == 3 and first.metrics["ratings_computed"] == 12 * R
     (Path(first.dir) / "manifest.json").unlink()  # as if the run died before its manifest

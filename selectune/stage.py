@@ -1,5 +1,7 @@
-"""Pipeline stages as plain functions: each writes ``<run_dir>/<stage>/``, its manifest last, and logs an
-MLflow child run. A stage whose manifest matches its config and inputs is skipped (datatrove-style)."""
+"""How every stage runs: it writes ``<run_dir>/<stage>/``, its manifest last, and logs an MLflow child run. A stage
+whose manifest matches its config and inputs is skipped (datatrove-style completion markers), handing back the
+outputs the manifest recorded. Each stage declares its outputs as a small frozen dataclass of paths and values
+(``LoadOutputs(records=...)``); :class:`StageResult` carries them typed, so a flow reads attributes, not keys."""
 
 from __future__ import annotations
 
@@ -8,28 +10,34 @@ import json
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from selectune import tracking
 from selectune.config import flatten
 
 MANIFEST = "manifest.json"
-Body = Callable[[Path], tuple[dict[str, str], dict[str, float]]]
+Outputs = TypeVar("Outputs")  # a stage's outputs dataclass
 
 
-@dataclass
-class StageResult:
+@dataclass(frozen=True)
+class StageResult(Generic[Outputs]):
+    """What a stage hands to the next: its outputs (typed), its metrics, and whether it was skipped."""
+
     stage: str
-    dir: str
-    outputs: dict[str, str]
+    dir: Path
+    outputs: Outputs
     metrics: dict[str, float]
     skipped: bool
     mlflow_run_id: str | None = None
+
+    def outputs_json(self) -> dict[str, Any]:
+        """The outputs as JSON values (paths as strings), as the manifest records them."""
+        return TypeAdapter(type(self.outputs)).dump_python(self.outputs, mode="json")
 
 
 def file_digest(path: str | Path) -> str:
@@ -64,12 +72,14 @@ def write_manifest(stage_dir: Path, data: dict[str, Any]) -> None:
     tmp.replace(stage_dir / MANIFEST)
 
 
-def run_stage(name: str, run_dir: str | Path, config: BaseModel, inputs: dict[str, str], body: Body,
-              parent_run_id: str | None = None, extra_params: dict[str, Any] | None = None) -> StageResult:
+def run_stage(name: str, run_dir: str | Path, config: BaseModel, inputs: dict[str, str],
+              body: Callable[[Path], tuple[Outputs, dict[str, float]]], outputs_type: type[Outputs],
+              parent_run_id: str | None = None, extra_params: dict[str, Any] | None = None) -> StageResult[Outputs]:
     """Run ``body(stage_dir) -> (outputs, metrics)`` unless a matching manifest says it already ran.
 
     With ``parent_run_id`` the stage is an MLflow child run (FAILED with the error if body raises).
     """
+    adapter = TypeAdapter(outputs_type)
     stage_dir = Path(run_dir) / name
     key = stage_key(config, inputs)
     manifest = read_manifest(stage_dir)
@@ -88,7 +98,7 @@ def run_stage(name: str, run_dir: str | Path, config: BaseModel, inputs: dict[st
             params.update({f"{name}.input.{k}": v for k, v in inputs.items()})
             mlflow.log_params(tracking.clean_params({**params, **(extra_params or {})}))
         if skipped:
-            outputs, metrics = manifest["outputs"], manifest["metrics"]  # type: ignore[index]
+            outputs, metrics = adapter.validate_python(manifest["outputs"]), manifest["metrics"]  # type: ignore[index]
         else:
             stage_dir.mkdir(parents=True, exist_ok=True)
             (stage_dir / MANIFEST).unlink(missing_ok=True)
@@ -103,14 +113,11 @@ def run_stage(name: str, run_dir: str | Path, config: BaseModel, inputs: dict[st
                 raise
             metrics["seconds"] = round(time.perf_counter() - start, 3)
             write_manifest(stage_dir, {"stage": name, "key": key, "config": config.model_dump(mode="json"),
-                                       "inputs": inputs, "outputs": outputs, "metrics": metrics,
+                                       "inputs": inputs, "outputs": adapter.dump_python(outputs, mode="json"),
+                                       "metrics": metrics,
                                        "finished_at": datetime.now(UTC).isoformat()})
         if run is not None:
             import mlflow
 
             mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None})
-    return StageResult(name, str(stage_dir), outputs, metrics, skipped, run.info.run_id if run else None)
-
-
-def as_dict(result: StageResult) -> dict[str, Any]:
-    return asdict(result)
+    return StageResult(name, stage_dir, outputs, metrics, skipped, run.info.run_id if run else None)
