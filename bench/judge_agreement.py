@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from selectune.core.metrics import auroc
-from selectune.data import record_id
+from selectune.data.records import record_id
 from selectune.judge_infer import correlations
 
 DEFAULT_INPUT = Path(__file__).resolve().parents[2] / "shared" / "data" / "heldout" / "tulu_human_eval_annotations.xlsx"

@@ -47,7 +47,7 @@ from selectune.config import TuneConfig
 from selectune.core import lora, prompts
 from selectune.core.settings import device as best_device
 from selectune.core.settings import resolve_dtype
-from selectune.data import record_id
+from selectune.data.records import record_id
 
 DEFAULT_INPUT = Path(__file__).resolve().parents[2] / "shared/data/cherry_alpaca_3k.json"
 

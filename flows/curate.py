@@ -25,7 +25,6 @@ from selectune.config import (
     SelectionConfig,
     SelectITConfig,
     TuneConfig,
-    flatten,
 )
 from selectune.core.rundir import locked
 from selectune.core.settings import disable_telemetry
@@ -64,7 +63,8 @@ def curate(
     disable_telemetry()
     import mlflow
 
-    from selectune.pipeline import retrain_needed, subset_digest, top_part
+    from selectune.data.records import subset_digest
+    from selectune.pipeline import retrain_needed, top_part
 
     cfg = PipelineConfig(data=data, selectit=selectit, reflection=reflection, selection=selection, tune=tune,
                          judge=judge, scale=scale, run_dir=run_dir, experiment=experiment)
@@ -84,7 +84,7 @@ def curate(
                 "prefect.deployment_id": str(deployment.id or ""), "selectune.run_dir": str(out)}
         with mlflow.start_run(run_name=f"curate-{flow_run.name or out.name}", tags=tags) as parent:
             pid, rd = parent.info.run_id, str(out)
-            mlflow.log_params(tracking.clean_params(flatten(cfg.model_dump(mode="json"))))
+            mlflow.log_params(tracking.clean_params(tracking.flatten(cfg.model_dump(mode="json"))))
             stages = [loaded := load_task(data, rd, pid)]
             records = loaded.outputs.records
             if reflection.enabled and reflection.order == "before_scoring":

@@ -31,12 +31,14 @@ import pandas as pd
 from prefect import flow, task, unmapped
 from prefect.cache_policies import NO_CACHE
 
-from selectune import data, shards, tracking
+from selectune import shards, tracking
 from selectune.config import ScaleConfig, SelectITConfig
 from selectune.core import metrics, plots
+from selectune.core.digests import file_digest
 from selectune.core.settings import TELEMETRY_OFF, disable_telemetry, home
+from selectune.data.records import write_parquet
 from selectune.pipeline import ScoreOutputs
-from selectune.stage import StageResult, file_digest, run_stage, stage_key
+from selectune.stage import StageResult, run_stage, stage_key
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +179,7 @@ def score_stage_sharded(cfg: SelectITConfig, scale: ScaleConfig, records: str, r
                 scale.runner, scale.gpus_per_shard)
         wall = time.perf_counter() - start
         table, m = shards.merge_shards(shard_dir, results, n_records, cfg)
-        path = data.write_parquet(table, out / "scored.parquet")
+        path = write_parquet(table, out / "scored.parquet")
         rated = sum(r["rows"] for r in results if not r["skipped"])
         m.update(records_in=n_records, records_per_s=round(rated / wall, 3) if rated else 0.0)
         if (auroc := metrics.label_auroc(table, "selectit_score")) is not None:

@@ -53,7 +53,8 @@ def data_validate(input: Annotated[str, typer.Option("--input", "-i", help="Data
                                                                 "write rejected rows to a side file")] = "error",
                   format: Annotated[str | None, typer.Option(help="Override the detected format")] = None) -> None:
     """Run the dataset checks and print a summary (exit 2 on errors in the default mode)."""
-    from selectune.data import DataValidationError, load_records, write_rejections
+    from selectune.data.readers import DataValidationError
+    from selectune.data.records import load_records, write_rejections
 
     try:
         res = load_records(input, fmt=format, on_invalid=on_invalid)
@@ -89,7 +90,8 @@ def score_selectit_cmd(
     """SelectIT scores (token, sentence and model level) for every record."""
     from selectune.config import SelectITConfig
     from selectune.core.metrics import label_auroc
-    from selectune.data import DataValidationError, load_records, write_parquet, write_rejections
+    from selectune.data.readers import DataValidationError
+    from selectune.data.records import load_records, write_parquet, write_rejections
     from selectune.scoring import rating_cache, score_selectit
 
     try:
@@ -143,7 +145,7 @@ def select_cmd(
     from pydantic import ValidationError
 
     from selectune.config import SelectionConfig
-    from selectune.data import export_alpaca, write_parquet
+    from selectune.data.records import export_alpaca, write_parquet
     from selectune.selection import select_records
 
     def pairs(items: list[str] | None) -> dict[str, float] | None:

@@ -10,17 +10,7 @@ from pydantic import Field, model_validator
 
 from selectune.core.config import BatchedScoring, Config, LoRATraining, ModelOptions
 from selectune.core.models import DEFAULT_EMBEDDER, DEFAULT_STUDENT, DEFAULT_TEACHER
-
-
-class DataConfig(Config):
-    """Load and validate the instruction dataset."""
-
-    input: str = Field("data/demo/demo.json", description="Alpaca JSON/JSONL, ShareGPT JSON, CSV, Parquet, "
-                       "a saved HF dataset folder, or hf://owner/name")
-    format: str | None = Field(None, description="Override the format detected from the extension")
-    on_invalid: Literal["error", "skip"] = Field("error", description="Stop at the first bad row, or skip bad "
-                                                 "rows and write them with reasons to rejected.jsonl")
-    limit: int | None = Field(None, ge=1, description="Keep only the first N valid records (smoke runs)")
+from selectune.data.config import DataConfig
 
 
 class SelectITConfig(BatchedScoring):
@@ -246,15 +236,3 @@ def load_config(path: str | Path | None) -> PipelineConfig:
         return PipelineConfig()
     raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     return PipelineConfig.model_validate(raw)
-
-
-def flatten(d: dict, prefix: str = "") -> dict[str, object]:
-    """Nested dict -> {"a.b": v} for MLflow parameters."""
-    out: dict[str, object] = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out

@@ -20,7 +20,8 @@ import pandas as pd
 
 from selectune import tracking
 from selectune.config import JudgeConfig
-from selectune.stage import StageResult, file_digest, run_stage
+from selectune.core.digests import file_digest
+from selectune.stage import StageResult, run_stage
 
 PAIR_COLUMNS = ["id", "sample", "instruction", "input", "response", "reference"]
 
@@ -94,12 +95,13 @@ def judge_stage(cfg: JudgeConfig, records: str | Path, run_dir: str | Path, pare
               "base": models.fingerprint(cfg.base), "embedder": models.fingerprint(cfg.embedder)}
 
     def body(out: Path) -> tuple[JudgeOutputs, dict[str, float]]:
-        from selectune import data, judge, judge_infer, judge_train
+        from selectune import judge, judge_infer, judge_train
         from selectune.core import metrics
         from selectune.core.settings import device, resolve_dtype
+        from selectune.data.records import load_records, write_parquet
         from selectune.sft import split
 
-        df = data.load_records(records).records
+        df = load_records(records).records
         if len(df) < 2:
             raise ValueError(f"{records}: the judge stage needs at least 2 records (train and held-out), got {len(df)}")
         _, held = split(df, cfg.eval_fraction, cfg.seed)
@@ -107,7 +109,7 @@ def judge_stage(cfg: JudgeConfig, records: str | Path, run_dir: str | Path, pare
         lm = judge.load_model(ref, "auto", resolve_dtype(cfg.dtype, dev), dev, cfg.trust_remote_code)
         labels = judge.generate_labels(df, cfg, lm)
         labels["split"] = np.where(labels["id"].isin(set(held["id"])), "heldout", "train")
-        labels_path = data.write_parquet(labels, out / "labels.parquet")
+        labels_path = write_parquet(labels, out / "labels.parquet")
         pairs = labels[labels["split"] == "heldout"].reset_index(drop=True)
         ppl = response_perplexity(lm, pairs, cfg)
         del lm
@@ -128,7 +130,7 @@ def judge_stage(cfg: JudgeConfig, records: str | Path, run_dir: str | Path, pare
             base_outputs = score(df, False) if "label" in df.columns else None
         table["length"] = pairs["response"].str.len().astype(float)
         table["perplexity"] = ppl
-        eval_path = data.write_parquet(table, out / "eval.parquet")
+        eval_path = write_parquet(table, out / "eval.parquet")
 
         y = table["label"].to_numpy(dtype=float)
         m: dict[str, float] = {f"judge.{k}": v for k, v in res.metrics.items()}

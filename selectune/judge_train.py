@@ -124,13 +124,13 @@ def train_judge(cfg: JudgeConfig, labels: pd.DataFrame, output: str | Path, call
     """Train the judge adapter on ``labels`` (rows of :func:`selectune.judge.generate_labels`) with the shared LoRA
     trainer; writes ``<output>/adapter`` and checkpoints under ``<output>/checkpoints`` (resumed when the run key
     matches)."""
-    from selectune import tracking
     from selectune.core import lora, models
+    from selectune.core.digests import table_digest
 
     if labels.empty:
         raise ValueError("judge training: no labelled responses")
     key = lora.run_key(cfg={k: getattr(cfg, k) for k in TRAIN_FIELDS}, base=models.fingerprint(cfg.base),
-                       labels=tracking.digest(labels, ["id", "sample", "response", "digit"]))
+                       labels=table_digest(labels, ["id", "sample", "response", "digit"]))
     base = lora.load_base(cfg)
     pairs = build_pairs(labels, base.tokenizer, base.template, cfg.max_tokens)
     run = lora.train_lora(cfg, base, pairs, PairCollator(pad_id(base.tokenizer)), output, key,

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from selectune import data, tracking
-from selectune.config import DataConfig, SelectITConfig
+from selectune import tracking
+from selectune.config import SelectITConfig
 from selectune.core import metrics, plots
-from selectune.stage import StageResult, file_digest, run_stage
+from selectune.core.digests import file_digest
+from selectune.data.records import write_parquet
+from selectune.stage import StageResult, run_stage
 
 
 def _auroc_metric(df: pd.DataFrame, column: str) -> dict[str, float]:
@@ -22,36 +24,9 @@ def _auroc_metric(df: pd.DataFrame, column: str) -> dict[str, float]:
 
 
 @dataclass(frozen=True)
-class LoadOutputs:
-    records: Path  # valid, deduplicated records with content ids
-    rejected: Path | None = None  # rejected rows with file, row, field and reason (on_invalid: skip)
-    duplicates: Path | None = None  # exact duplicates dropped
-
-
-@dataclass(frozen=True)
 class ScoreOutputs:
     scored: Path  # records + SelectIT columns
     shards: Path | None = None  # per-shard tables and completion markers (sharded scoring)
-
-
-def load_stage(cfg: DataConfig, run_dir: str | Path, parent_run_id: str | None = None) -> StageResult[LoadOutputs]:
-    """Read and validate the dataset; write records.parquet (+ rejected.jsonl, duplicates.jsonl)."""
-
-    def body(out: Path) -> tuple[LoadOutputs, dict[str, float]]:
-        res = data.load_records(cfg.input, fmt=cfg.format, on_invalid=cfg.on_invalid)
-        df = res.records.head(cfg.limit) if cfg.limit else res.records
-        rejected = data.write_rejections(res.rejected, out / "rejected.jsonl") if res.rejected else None
-        duplicates = None
-        if len(res.duplicates):
-            duplicates = out / "duplicates.jsonl"
-            res.duplicates.to_json(duplicates, orient="records", lines=True, force_ascii=False)
-        outputs = LoadOutputs(data.write_parquet(df, out / "records.parquet"), rejected, duplicates)
-        if parent_run_id:
-            tracking.log_dataset(df, cfg.input, "records", "input")
-        return outputs, {"rows_read": res.rows_read, "records_out": len(df), "rejected": len(res.rejected),
-                         "duplicates": len(res.duplicates)}
-
-    return run_stage("load", run_dir, cfg, {"input": file_digest(cfg.input)}, body, LoadOutputs, parent_run_id)
 
 
 def score_stage(cfg: SelectITConfig, records: str | Path, run_dir: str | Path,
@@ -66,7 +41,7 @@ def score_stage(cfg: SelectITConfig, records: str | Path, run_dir: str | Path,
         df = pd.read_parquet(records)
         cache = rating_cache() if cfg.use_cache else None
         report = score_selectit(df, cfg, cache)
-        path = data.write_parquet(report.table, out / "scored.parquet")
+        path = write_parquet(report.table, out / "scored.parquet")
         seconds = sum(r.seconds for r in report.raters)
         m = {**report.metrics(), "records_in": len(df),
              "records_per_s": round(len(df) / seconds, 3) if seconds else 0.0,
@@ -88,18 +63,12 @@ def score_stage(cfg: SelectITConfig, records: str | Path, run_dir: str | Path,
     return run_stage(stage, run_dir, cfg, inputs, body, ScoreOutputs, parent_run_id)
 
 
-def subset_digest(path: str | Path) -> str:
-    """Digest of a subset's record ids, independent of their order: 'did the selected set change?'."""
-    ids = pd.read_parquet(path, columns=["id"]).sort_values("id", ignore_index=True)
-    return tracking.digest(ids)
-
-
 def top_part(scored: str | Path, fraction: float, path: Path) -> str:
     """The best-scored fraction of records (SelectIT order, ties by id), for recycling after scoring."""
     df = pd.read_parquet(scored).sort_values(["selectit_score", "id"], ascending=[False, True])
     n = max(1, int(len(df) * fraction + 1e-9))
     keep = [c for c in df.columns if not c.startswith("selectit")]
-    return str(data.write_parquet(df.head(n)[keep].reset_index(drop=True), path))
+    return str(write_parquet(df.head(n)[keep].reset_index(drop=True), path))
 
 
 def retrain_needed(model_name: str | None, digest: str) -> str | None:

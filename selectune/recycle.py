@@ -11,10 +11,12 @@ from typing import Any
 
 import pandas as pd
 
-from selectune import data, tracking
+from selectune import tracking
 from selectune.config import ReflectionConfig
 from selectune.core import plots
+from selectune.core.digests import file_digest
 from selectune.core.settings import home
+from selectune.data.records import record_id, write_parquet
 from selectune.reflection import (
     VARIANTS,
     Parsed,
@@ -24,7 +26,7 @@ from selectune.reflection import (
     parse_response_reflection,
     response_messages,
 )
-from selectune.stage import StageResult, file_digest, run_stage
+from selectune.stage import StageResult, run_stage
 
 CHUNK = 32  # records per round of teacher calls: a budget stop loses at most one round of work
 KINDS = ("instruction", "response_ori", "response_q")
@@ -169,7 +171,7 @@ def recycle(df: pd.DataFrame, cfg: ReflectionConfig, teacher: Any = None, progre
             reason = LIMIT_REASON if i >= n_target else BUDGET_REASON
         if content is not None and variant != "ori":
             rec.update(instruction=content[0], input=content[1], output=content[2])
-        rec.update(id=data.record_id(rec["instruction"], rec["input"], rec["output"]), source_id=row["id"],
+        rec.update(id=record_id(rec["instruction"], rec["input"], rec["output"]), source_id=row["id"],
                    variant=variant, decision="kept" if kept else "dropped", reason=reason)
         for v in VARIANTS:
             rec[f"ifd.{v}"] = stat[v][0] if stat[v] else float("nan")
@@ -215,8 +217,8 @@ def write_outputs(res: RecycleResult, out: Path, stem: str | None = None) -> dic
     with path.open("w", encoding="utf-8") as fh:
         for entry in res.reflections:
             fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
-    return {"recycled": str(data.write_parquet(res.recycled, out / names[0])),
-            "kept": str(data.write_parquet(kept, out / names[1])), "reflections": str(path)}
+    return {"recycled": str(write_parquet(res.recycled, out / names[0])),
+            "kept": str(write_parquet(kept, out / names[1])), "reflections": str(path)}
 
 
 @dataclass(frozen=True)

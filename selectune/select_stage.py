@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from selectune import data, tracking
+from selectune import tracking
 from selectune.config import SelectionConfig
 from selectune.core import metrics, plots
+from selectune.core.digests import file_digest
+from selectune.data.records import export_alpaca, write_parquet
 from selectune.selection import SelectionResult, select_records
-from selectune.stage import StageResult, file_digest, run_stage
+from selectune.stage import StageResult, run_stage
 
 DECISIONS = ("selected", "below_cut", "score_missing", "too_short", "too_long", "quota_full", "too_similar")
 
@@ -52,9 +54,9 @@ def select_stage(cfg: SelectionConfig, scored: str | Path, run_dir: str | Path,
             vectors = emb.vectors
             m.update({"embedded_new": emb.n_new, "embed_seconds": round(emb.seconds, 3)})
         res = select_records(df, cfg, vectors)
-        outputs = SelectOutputs(data.write_parquet(res.table, out / "selection.parquet"),
-                                data.write_parquet(res.selected, out / "selected.parquet"),
-                                data.export_alpaca(res.selected, out / "selected_alpaca.json"))
+        outputs = SelectOutputs(write_parquet(res.table, out / "selection.parquet"),
+                                write_parquet(res.selected, out / "selected.parquet"),
+                                export_alpaca(res.selected, out / "selected_alpaca.json"))
         m.update(stage_metrics(res, cfg))
         if parent_run_id:
             log_selection(res, cfg, str(outputs.selected))

@@ -46,15 +46,15 @@ class TrainResult:
 def train(cfg: TuneConfig, data_path: str | Path, output: str | Path, callbacks: tuple = ()) -> TrainResult:
     """Train a LoRA adapter on ``data_path``; writes ``<output>/adapter`` (+ ``merged``), checkpoints under
     ``<output>/checkpoints`` and resumes from the newest one when the run key (config, data, base) matches."""
-    from selectune import data
     from selectune.core import lora, models
-    from selectune.stage import file_digest
+    from selectune.core.digests import file_digest
+    from selectune.data.records import load_records
 
     out = Path(output)
-    records = data.load_records(data_path).records
+    records = load_records(data_path).records
     train_df, heldout = split(records, 0.0 if cfg.heldout else cfg.eval_fraction, cfg.seed)
     if cfg.heldout:
-        heldout = data.load_records(cfg.heldout).records
+        heldout = load_records(cfg.heldout).records
     if train_df.empty:
         raise ValueError(f"{data_path}: no training records")
     key = lora.run_key(cfg=cfg.model_dump(mode="json"), data=file_digest(data_path), base=models.fingerprint(cfg.base))

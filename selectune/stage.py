@@ -18,7 +18,6 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, TypeAdapter
 
 from selectune import tracking
-from selectune.config import flatten
 
 MANIFEST = "manifest.json"
 Outputs = TypeVar("Outputs")  # a stage's outputs dataclass
@@ -38,21 +37,6 @@ class StageResult(Generic[Outputs]):
     def outputs_json(self) -> dict[str, Any]:
         """The outputs as JSON values (paths as strings), as the manifest records them."""
         return TypeAdapter(type(self.outputs)).dump_python(self.outputs, mode="json")
-
-
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file, or of every file under a folder; a non-path (hub id) hashes its name."""
-    p = Path(path)
-    h = hashlib.sha256()
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p] if p.is_file() else []
-    if not files:
-        h.update(str(path).encode())
-    for f in files:
-        h.update(str(f.relative_to(p) if p.is_dir() else f.name).encode())
-        with f.open("rb") as fh:
-            while block := fh.read(1 << 22):
-                h.update(block)
-    return h.hexdigest()[:16]
 
 
 def stage_key(config: BaseModel, inputs: dict[str, str]) -> str:
@@ -94,7 +78,7 @@ def run_stage(name: str, run_dir: str | Path, config: BaseModel, inputs: dict[st
         if run is not None:
             import mlflow
 
-            params = {f"{name}.{k}": v for k, v in flatten(config.model_dump(mode="json")).items()}
+            params = {f"{name}.{k}": v for k, v in tracking.flatten(config.model_dump(mode="json")).items()}
             params.update({f"{name}.input.{k}": v for k, v in inputs.items()})
             mlflow.log_params(tracking.clean_params({**params, **(extra_params or {})}))
         if skipped:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import warnings
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from selectune.core.digests import table_digest
 from selectune.core.settings import disable_telemetry
 
 
@@ -61,13 +61,6 @@ def setup(experiment: str) -> str:
     return exp_id
 
 
-def digest(df: pd.DataFrame, columns: list[str] | None = None) -> str:
-    """Content digest of a table (row order matters): sha256 over pandas' row hashes, 16 hex chars."""
-    cols = [c for c in (columns or ["id"]) if c in df.columns]
-    rows = pd.util.hash_pandas_object(df[cols].astype(str), index=False).to_numpy()
-    return hashlib.sha256(rows.tobytes()).hexdigest()[:16]
-
-
 def scalar_columns(df: pd.DataFrame) -> list[str]:
     """Columns whose cells are scalars (list-valued score details are left out of dataset logs)."""
     return [c for c in df.columns if not len(df) or not isinstance(df[c].iloc[0], list | tuple | dict)
@@ -79,7 +72,7 @@ def log_dataset(df: pd.DataFrame, source: str, name: str, context: str, digest_c
     """mlflow.log_input of a table with our own content digest; returns the digest."""
     import mlflow
 
-    d = digest(df, digest_columns)
+    d = table_digest(df, digest_columns)
     with warnings.catch_warnings():  # MLflow's notes on ambiguous local sources and integer columns
         warnings.simplefilter("ignore", UserWarning)
         ds = mlflow.data.from_pandas(df[scalar_columns(df)], source=str(source), name=name, digest=d)
@@ -114,3 +107,15 @@ def adapter_folder(ref: str) -> Path | None:
         return found[0]
     path = Path(ref).expanduser()
     return path if (path / META).is_file() else None
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, object]:
+    """Nested dict -> {"a.b": v} for MLflow parameters."""
+    out: dict[str, object] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out

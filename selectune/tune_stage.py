@@ -8,7 +8,9 @@ from pathlib import Path
 
 from selectune import tracking
 from selectune.config import TuneConfig
-from selectune.stage import StageResult, file_digest, run_stage
+from selectune.core.digests import file_digest
+from selectune.data.records import subset_digest
+from selectune.stage import StageResult, run_stage
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,3 @@ def tune_stage(cfg: TuneConfig, selected: str | Path, run_dir: str | Path, paren
         return TuneOutputs(res.adapter_dir, out / "checkpoints", out / "eval", res.merged_dir, model_uri), metrics
 
     return run_stage("tune", run_dir, cfg, inputs, body, TuneOutputs, parent_run_id)
-
-
-def subset_digest(path: str | Path) -> str:
-    """Digest of a data file's record ids in sorted order (the pipeline's "did the subset change?" digest)."""
-    from selectune.data import load_records
-
-    return tracking.digest(load_records(path).records[["id"]].sort_values("id", ignore_index=True))

@@ -5,9 +5,9 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from selectune.config import DataConfig
-from selectune.data import DataValidationError
-from selectune.pipeline import load_stage
+from selectune.data.config import DataConfig
+from selectune.data.readers import DataValidationError
+from selectune.data.stage import LoadOutputs, load_stage
 from selectune.stage import StageResult
 
 
@@ -19,5 +19,5 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
 # Idempotency comes from the stage manifest, not Prefect's result cache: the outputs are files in the
 # run directory and a repeated run must still log its MLflow child run.
 @task(name="load", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=_transient, cache_policy=NO_CACHE)
-def load_task(cfg: DataConfig, run_dir: str, parent_run_id: str | None = None) -> StageResult:
+def load_task(cfg: DataConfig, run_dir: str, parent_run_id: str | None = None) -> StageResult[LoadOutputs]:
     return load_stage(cfg, run_dir, parent_run_id)

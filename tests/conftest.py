@@ -41,7 +41,7 @@ def tiny_embedder(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture
 def records() -> pd.DataFrame:
-    from selectune.data import record_id
+    from selectune.data.records import record_id
 
     rows = [
         ("What is the capital of France?", "", "Paris is the capital of France."),

@@ -25,7 +25,7 @@ def test_stage_outputs_metrics_and_registered_judge(tiny_model: str, tiny_embedd
     from mlflow.tracking import MlflowClient
 
     from selectune import tracking
-    from selectune.data import write_parquet
+    from selectune.data.records import write_parquet
     from selectune.judge_infer import coverage_curve, load_judge, score_pairs
     from selectune.judge_stage import judge_stage
 
@@ -148,7 +148,7 @@ def test_cli_score_best_of_and_answer(tiny_model: str, tiny_embedder: str, recor
 @pytest.mark.slow
 def test_embedded_models_smoke(mlflow_store: str, tmp_path: Path) -> None:
     """smollm2-135m-instruct answers and self-evaluates, minilm-l6 recalibrates, a judge is trained on it."""
-    from selectune.data import load_records, write_parquet
+    from selectune.data.records import load_records, write_parquet
     from selectune.judge_stage import judge_stage
 
     df = load_records(DEMO).records.head(4)

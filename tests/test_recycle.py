@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from selectune.config import IFDConfig, ReflectionConfig
-from selectune.data import record_id
+from selectune.data.records import record_id
 from selectune.reflection import VARIANTS, gate, response_messages
 from tests.fixtures import OPENAI_SERVER
 from tests.fixtures.openai_server import FakeOpenAI

@@ -269,7 +269,7 @@ def test_embedding_cache_embeds_only_new_records(tiny_embedder: str, records: pd
 
 def scored_demo(tmp_path: Path) -> Path:
     """Demo records with a score that separates the labels perfectly (AUROC 1)."""
-    from selectune.data import load_records, write_parquet
+    from selectune.data.records import load_records, write_parquet
 
     df = load_records(DEMO).records
     jitter = np.array([int(i[:6], 16) for i in df["id"]]) / 16**6 * 0.5

@@ -25,7 +25,7 @@ TINY = dict(max_steps=2, save_steps=2, batch_size=2, grad_accum=1, max_tokens=25
 
 @pytest.fixture(scope="module")
 def selected(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from selectune.data import record_id
+    from selectune.data.records import record_id
 
     rows = [("What is the capital of France?", "", "Paris is the capital of France."),
             ("Add two and three.", "", "2 + 3 = 5"), ("Translate to French", "good morning", "bonjour"),

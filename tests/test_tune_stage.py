@@ -22,7 +22,8 @@ def test_tune_command_stage_and_registry(tiny_model: str, records: pd.DataFrame,
 
     from selectune import registry, sft, sft_data
     from selectune.config import TuneConfig
-    from selectune.tune_stage import subset_digest, tune_stage
+    from selectune.data.records import subset_digest
+    from selectune.tune_stage import tune_stage
 
     records.to_parquet(tmp_path / "selected.parquet", index=False)
     tune = {"max_steps": 3, "save_steps": 2, "batch_size": 2, "grad_accum": 1, "max_tokens": 256,

@@ -38,7 +38,7 @@ gpu = pytest.mark.skipif(not (HAS_VLLM and _cuda()), reason="needs vllm and a CU
 
 @pytest.fixture(scope="module")
 def demo() -> pd.DataFrame:
-    from selectune.data import load_records
+    from selectune.data.records import load_records
 
     path = DEMO
     return load_records(path).records.head(8).reset_index(drop=True)

@@ -56,7 +56,7 @@ def score_cmd(
     dtype: Annotated[Dtype, typer.Option(help=DTYPE_HELP)] = "trained",
 ) -> None:
     """Score (instruction, response) pairs with a judge: expected value of its 0-9 rating."""
-    from selectune.data import write_parquet
+    from selectune.data.records import write_parquet
     from selectune.judge_infer import load_judge, score_pairs
 
     pairs = _read_table(input)
@@ -88,7 +88,7 @@ def best_of_cmd(
     dtype: Annotated[Dtype, typer.Option(help=DTYPE_HELP)] = "trained",
 ) -> None:
     """Sample n responses per instruction and keep the one the judge scores highest."""
-    from selectune.data import record_id, write_parquet
+    from selectune.data.records import record_id, write_parquet
     from selectune.judge import load_model
     from selectune.judge_infer import best_of_n, load_judge
 

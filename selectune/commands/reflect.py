@@ -19,7 +19,8 @@ OnInvalid = Literal["error", "skip"]
 
 
 def _records(input: str, on_invalid: str, limit: int | None = None) -> Any:
-    from selectune.data import DataValidationError, load_records
+    from selectune.data.readers import DataValidationError
+    from selectune.data.records import load_records
 
     try:
         df = load_records(input, on_invalid=on_invalid).records  # type: ignore[arg-type]
@@ -121,7 +122,7 @@ def score_ifd_cmd(
     from pydantic import ValidationError
 
     from selectune.config import IFDConfig
-    from selectune.data import write_parquet
+    from selectune.data.records import write_parquet
     from selectune.ifd import ifd_scores
 
     try:

@@ -10,7 +10,7 @@ import pytest
 
 from selectune.config import SelectITConfig
 from selectune.core import models
-from selectune.data import record_id
+from selectune.data.records import record_id
 from selectune.scoring import score_selectit
 
 pytestmark = pytest.mark.slow

@@ -74,7 +74,7 @@ def test_flow_end_to_end(prefect_server, mlflow_store, tmp_path, records, tiny_m
         (ds_input,) = child.inputs.dataset_inputs
         assert ds_input.dataset.name == name and len(ds_input.dataset.digest) == 16
     selected_df = pd.read_parquet(run_dir / "select" / "selected.parquet")
-    from selectune.tracking import digest
+    from selectune.core.digests import table_digest as digest
 
     assert select.inputs.dataset_inputs[0].dataset.digest == digest(selected_df)
     artifacts = {a.path for c in children.values() for a in client.list_artifacts(c.info.run_id)}
@@ -109,7 +109,7 @@ def test_stage_failure_marks_runs_failed(prefect_server, mlflow_store, tmp_path,
     from mlflow.tracking import MlflowClient
 
     from flows.curate import run_pipeline as curate
-    from selectune.data import DataValidationError
+    from selectune.data.readers import DataValidationError
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": ""}\n')

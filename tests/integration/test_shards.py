@@ -17,7 +17,7 @@ import pytest
 
 from selectune import shards
 from selectune.config import ScaleConfig, SelectITConfig
-from selectune.data import record_id, write_parquet
+from selectune.data.records import record_id, write_parquet
 from tests.fixtures.servers import prefect_server
 
 R = 5  # built-in rating prompts

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from selectune.data import (
-    DataValidationError,
+from selectune.data.readers import DataValidationError
+from selectune.data.records import (
     LoadResult,
     Rejection,
     export_alpaca,

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from selectune.readers import RAW_LIMIT, DataValidationError, RowError, iter_rows, resolve, type_name
+from selectune.data.readers import RAW_LIMIT, DataValidationError, RowError, iter_rows, resolve, type_name
 
 log = logging.getLogger(__name__)
 
@@ -239,3 +239,19 @@ def export_alpaca(df: pd.DataFrame, path: str | Path) -> Path:
     ]
     out.write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return out
+
+
+def subset_digest(path: str | Path) -> str:
+    """Digest of a data file's record ids in sorted order, independent of row order: "did the subset change?".
+    Parquet files written by the stages are read by their id column alone; other files are loaded (ids derive
+    from content)."""
+    import pyarrow.parquet as pq
+
+    from selectune.core.digests import table_digest
+
+    p = Path(path)
+    if p.suffix == ".parquet" and "id" in pq.read_schema(p).names:
+        ids = pd.read_parquet(p, columns=["id"])
+    else:
+        ids = load_records(path).records[["id"]]
+    return table_digest(ids.sort_values("id", ignore_index=True))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from selectune.data import LoadResult, load_records
+from selectune.data.records import LoadResult, load_records
 from tests.fixtures import DEMO
 
 CATEGORIES = {"facts", "how-to", "rewriting", "math", "code", "classification"}
