@@ -100,7 +100,7 @@ def judge_scores(ref: str, pairs: pd.DataFrame, max_length: int) -> pd.Series:
 
 def rater_scores(model: str, pairs: pd.DataFrame) -> pd.Series:
     from selectune.config import SelectITConfig
-    from selectune.scoring import score_selectit
+    from selectune.selectit.rater import score_selectit
 
     report = score_selectit(pairs, SelectITConfig(models=[model]))
     return report.table["selectit_score"]

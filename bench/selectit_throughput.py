@@ -11,7 +11,7 @@ outside the repo) with the same model, the same R rating prompts and K = 5 ratin
     (record, prompt) pair at a time: build the text, tokenize it alone, run the model in float32 with
     logits at every position, softmax the last position over the full vocabulary, read the K
     probabilities. It is slow, so it is timed on the first ``--n-official`` records (default min(N, 8)).
-(b) engine: ``selectune.scoring.rate`` (length-sorted, left-padded batches, last-position logits only)
+(b) engine: ``selectune.selectit.rater.rate`` (length-sorted, left-padded batches, last-position logits only)
     in ``--dtype`` (auto = bfloat16 where the CPU supports it), without the rating cache.
 
 Timings use ``time.perf_counter`` after a small warmup and exclude model loading; (a) includes its
@@ -41,11 +41,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from selectune import scoring, selectit
 from selectune.config import SelectITConfig
 from selectune.core import models
 from selectune.core.settings import device as best_device
 from selectune.core.settings import resolve_dtype
+from selectune.selectit import prompts as rating
+from selectune.selectit import rater as scoring
+from selectune.selectit import scores
 
 DEFAULT_INPUT = Path(__file__).resolve().parents[2] / "shared/data/cherry_alpaca_3k.json"
 K = 5
@@ -108,7 +110,7 @@ def official_loop(model: Any, tok: Any, df: pd.DataFrame, prompts: list[str], to
     tokens = 0
     for i, (ins, inp, out) in enumerate(zip(df["instruction"], df["input"], df["output"], strict=True)):
         for j, rating_prompt in enumerate(prompts):
-            text = selectit.official_prompt(rating_prompt, ins, inp, out)
+            text = rating.official_prompt(rating_prompt, ins, inp, out)
             tokenized = tok(text, return_tensors="pt").to(dev)
             tokens += tokenized["input_ids"].shape[1]
             with torch.no_grad():
@@ -134,15 +136,15 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def sentence(probs: np.ndarray) -> np.ndarray:
-    return selectit.sentence_scores(selectit.token_scores(probs, "paper"), alpha=0.2)
+    return scores.sentence_scores(scores.token_scores(probs, "paper"), alpha=0.2)
 
 
 def main() -> None:
     args = parse_args()
     df = load_records(args.input, args.n)
     n, n_off = len(df), min(len(df), args.n_official or 8)
-    prompts = (selectit.load_rating_prompts(args.prompts_file) if args.prompts_file
-               else selectit.default_rating_prompts(K))[: args.prompts]
+    prompts = (rating.load_rating_prompts(args.prompts_file) if args.prompts_file
+               else rating.default_rating_prompts(K))[: args.prompts]
     r = len(prompts)
     dev = best_device()
     eng_dtype = resolve_dtype(args.dtype, dev)

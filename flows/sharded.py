@@ -13,7 +13,7 @@ API: with no ``PREFECT_API_URL`` every worker would start its own temporary serv
 use ``PREFECT_API_URL``; when it is unset and the cluster is local, they share this process's temporary server
 (logged), and with a remote ``address`` they stop with an error that says how to set one.
 
-Shard outputs, markers and the merge are in ``selectune.shards``. The run dir, the records file and
+Shard outputs, markers and the merge are in ``selectune.selectit.shards``. The run dir, the records file and
 ``SELECTUNE_HOME`` must be reachable at the same paths from every worker (a shared filesystem for multi-host).
 """
 
@@ -31,14 +31,12 @@ import pandas as pd
 from prefect import flow, task, unmapped
 from prefect.cache_policies import NO_CACHE
 
-from selectune import shards, tracking
-from selectune.config import ScaleConfig, SelectITConfig
-from selectune.core import metrics, plots
-from selectune.core.digests import file_digest
+from selectune.config import ScaleConfig
 from selectune.core.settings import TELEMETRY_OFF, disable_telemetry, home
-from selectune.data.records import write_parquet
-from selectune.pipeline import ScoreOutputs
-from selectune.stage import StageResult, run_stage, stage_key
+from selectune.selectit import shards
+from selectune.selectit.config import SelectITConfig
+from selectune.selectit.stage import ScoreOutputs, Scorer, score_stage
+from selectune.stage import StageResult
 
 log = logging.getLogger(__name__)
 
@@ -160,40 +158,29 @@ def task_runner(scale: ScaleConfig) -> Iterator[Any]:
         cluster.close()
 
 
-def score_stage_sharded(cfg: SelectITConfig, scale: ScaleConfig, records: str, run_dir: str | Path,
-                        parent_run_id: str | None = None, stage: str = "selectit") -> StageResult[ScoreOutputs]:
-    """``score_stage`` in shards on ``scale``'s runner: the same scored.parquet (and stage key) plus
-    shards_total / shards_skipped; finished shards of an interrupted run are not scored again."""
-    from selectune.core import models
+def sharded_scorer(cfg: SelectITConfig, scale: ScaleConfig) -> Scorer:
+    """A ``score_stage`` scorer that plans shards, scores the unfinished ones on ``scale``'s runner (one Prefect
+    task each) and merges them; finished shards of an interrupted run are not scored again."""
 
-    fingerprints = {f"model.{models.model_key(m)}": models.fingerprint(m) for m in cfg.models}
-    inputs = {"records": file_digest(records), **fingerprints}
-
-    def body(out: Path) -> tuple[ScoreOutputs, dict[str, float]]:
+    def score(records: Path, out: Path, key: str) -> tuple[pd.DataFrame, dict[str, float], Path]:
         n_records = len(pd.read_parquet(records, columns=["id"]))
         shard_dir = out / "shards"
         start = time.perf_counter()
         with task_runner(scale) as runner:
             results = sharded_flow.with_options(task_runner=runner)(
-                cfg, str(records), scale.shards or 2 * scale.n_workers, str(shard_dir), stage_key(cfg, inputs),
-                scale.runner, scale.gpus_per_shard)
+                cfg, str(records), scale.shards or 2 * scale.n_workers, str(shard_dir), key, scale.runner,
+                scale.gpus_per_shard)
         wall = time.perf_counter() - start
         table, m = shards.merge_shards(shard_dir, results, n_records, cfg)
-        path = write_parquet(table, out / "scored.parquet")
         rated = sum(r["rows"] for r in results if not r["skipped"])
-        m.update(records_in=n_records, records_per_s=round(rated / wall, 3) if rated else 0.0)
-        if (auroc := metrics.label_auroc(table, "selectit_score")) is not None:
-            m["auroc.selectit_score"] = round(auroc, 4)
-        if parent_run_id:
-            import mlflow
+        m["records_per_s"] = round(rated / wall, 3) if rated else 0.0
+        return table, m, shard_dir
 
-            tracking.log_dataset(table, path, "scored", "scored", ["id", "selectit_score"])
-            tracking.log_figure(plots.score_histogram(table["selectit_score"], None, "SelectIT scores",
-                                                      labels=table.get("label")), "selectit_hist.png")
-            cols = ["id", "selectit_score", "selectit_base_rating"] + [
-                c for c in table.columns if c.startswith("selectit_sentence.")]
-            mlflow.log_table(table[cols], "selectit_scores.json")
-        return ScoreOutputs(path, shard_dir), m
+    return score
 
+
+def score_stage_sharded(cfg: SelectITConfig, scale: ScaleConfig, records: str | Path, run_dir: str | Path,
+                        parent_run_id: str | None = None, stage: str = "selectit") -> StageResult[ScoreOutputs]:
+    """``score_stage`` in shards: the same scored.parquet and stage key, plus shards_total / shards_skipped."""
     scale_params = {f"{stage}.scale.{k}": v for k, v in scale.model_dump(mode="json").items()}
-    return run_stage(stage, run_dir, cfg, inputs, body, ScoreOutputs, parent_run_id, extra_params=scale_params)
+    return score_stage(cfg, records, run_dir, parent_run_id, stage, sharded_scorer(cfg, scale), scale_params)

@@ -92,7 +92,7 @@ def score_selectit_cmd(
     from selectune.core.metrics import label_auroc
     from selectune.data.readers import DataValidationError
     from selectune.data.records import load_records, write_parquet, write_rejections
-    from selectune.scoring import rating_cache, score_selectit
+    from selectune.selectit.rater import rating_cache, score_selectit
 
     try:
         cfg = SelectITConfig(models=model or SelectITConfig().models, rating_scale=k, std_penalty=alpha, dtype=dtype,

@@ -55,7 +55,7 @@ def engine():
 @gpu
 def test_selectit_probabilities_match_transformers(engine, demo) -> None:
     from selectune.config import SelectITConfig
-    from selectune.scoring import rate, rate_vllm, rating_prompts
+    from selectune.selectit.rater import rate, rate_vllm, rating_prompts
 
     cfg = SelectITConfig(models=["gemma-3-270m"], dtype="bfloat16", use_cache=False)
     prompts = rating_prompts(cfg)

@@ -11,7 +11,7 @@ import pytest
 from selectune.config import SelectITConfig
 from selectune.core import models
 from selectune.data.records import record_id
-from selectune.scoring import score_selectit
+from selectune.selectit.rater import score_selectit
 
 pytestmark = pytest.mark.slow
 
@@ -41,13 +41,13 @@ def test_causal_alias_scores_two_records(alias: str, layout: str) -> None:
 def test_gemma_shared_prefix_matches_whole_sequences() -> None:
     """Gemma 3 mixes sliding-window and global attention layers: reusing the prompt's cache must not change
     the ratings."""
-    from selectune import selectit
     from selectune.core import lm
-    from selectune.scoring import build_texts, rating_token_ids
+    from selectune.selectit import prompts as rating
+    from selectune.selectit.rater import build_texts, rating_token_ids
 
     model, tok = models.load_causal_lm("gemma-3-270m", dtype="float32")
-    texts = build_texts(_records(), selectit.default_rating_prompts(5)[:1], "official", tok)[0]
-    seqs = [e.ids for e in lm.encode(tok, texts, selectit.ANSWER_SUFFIX, 1024)]
+    texts = build_texts(_records(), rating.default_rating_prompts(5)[:1], "official", tok)[0]
+    seqs = [e.ids for e in lm.encode(tok, texts, rating.ANSWER_SUFFIX, 1024)]
     ids = rating_token_ids(tok, 5)
     assert lm.common_prefix_len(seqs) >= 20
     shared = np.concatenate([p for _, p in lm.iter_last_token_probs(model, tok, seqs, ids, 8, 4096)])

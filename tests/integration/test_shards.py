@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from selectune import shards
 from selectune.config import ScaleConfig, SelectITConfig
 from selectune.data.records import record_id, write_parquet
+from selectune.selectit import shards
 from tests.fixtures.servers import prefect_server
 
 R = 5  # built-in rating prompts
@@ -90,7 +90,7 @@ def test_plan_is_greedy_balanced_and_deterministic() -> None:
 
 def test_dask_two_workers_equal_score_stage(tmp_path, tiny_model, tiny_model_2, prefect_api) -> None:
     from flows.sharded import score_stage_sharded
-    from selectune.pipeline import score_stage
+    from selectune.selectit.stage import score_stage
 
     records = _records(tmp_path / "records.parquet", 14)
     cfg = SelectITConfig(models=[tiny_model, tiny_model_2], dtype="float32", use_cache=False)
@@ -177,7 +177,7 @@ def test_ray_equals_score_stage(tmp_path, tiny_model, prefect_api) -> None:
     if probe.returncode:
         pytest.skip(f"a local Ray instance does not start here: {probe.stderr.strip()[-300:]}")
     from flows.sharded import score_stage_sharded
-    from selectune.pipeline import score_stage
+    from selectune.selectit.stage import score_stage
 
     records = _records(tmp_path / "records.parquet", 8)
     cfg = SelectITConfig(models=[tiny_model], dtype="float32", use_cache=False)

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from selectune import selectit
-from selectune.config import SelectITConfig
+from selectune.selectit.config import SelectITConfig
+from selectune.selectit.scores import model_scores
 
 ROW = "_row"
 
@@ -89,7 +89,7 @@ def score_shard(cfg: SelectITConfig, records: str, positions: Sequence[int], sha
     """Score one shard (unless its marker says it is done); returns the marker plus ``skipped``."""
     if (meta := finished(shard_dir, index, key)) is not None:
         return {**meta, "skipped": True}
-    from selectune.scoring import rating_cache, score_selectit
+    from selectune.selectit.rater import rating_cache, score_selectit
 
     df = pd.read_parquet(records)
     if positions and max(positions) >= len(df):
@@ -134,7 +134,7 @@ def merge_shards(shard_dir: str | Path, results: Sequence[dict[str, Any]], n_rec
         raise RuntimeError(f"shards under {shard_dir} were scored by different raters: {sorted(counts)}")
     weights = list(cfg.weights) if cfg.weights is not None else [float(n) for n in counts.pop()]
     sentence = np.stack([table[f"selectit_sentence.{k}"].to_numpy(dtype=np.float64) for k in keys])
-    table["selectit_score"] = selectit.model_scores(sentence, weights)
+    table["selectit_score"] = model_scores(sentence, weights)
     m: dict[str, float] = {"records": float(len(table))}
     for j, k in enumerate(keys):
         ran = [res["raters"][j] for res in results if not res["skipped"]]

@@ -1,4 +1,9 @@
-"""SelectIT scoring of a record table: each rater is loaded, run and released in turn."""
+"""SelectIT rating of a record table: each rater is loaded, run and released in turn.
+
+A rater reads the next-token probabilities of the digits "1".."K" after every (rating prompt, record) text with
+the last-token engine (:mod:`selectune.core.lm`); probabilities are cached per record x rater x prompt x K x
+layout x dtype x length policy (:func:`rating_cache`), committed batch by batch. :func:`combine` turns them into
+token, sentence and model level scores (:mod:`selectune.selectit.scores`)."""
 
 from __future__ import annotations
 
@@ -12,13 +17,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from selectune import selectit
-from selectune.config import SelectITConfig
 from selectune.core import lm, models
 from selectune.core.cache import Cache, cache_key
 from selectune.core.prompts import chat_frame
 from selectune.core.settings import device as best_device
 from selectune.core.settings import resolve_dtype
+from selectune.selectit import prompts as rating
+from selectune.selectit import scores
+from selectune.selectit.config import SelectITConfig
 
 log = logging.getLogger(__name__)
 RATINGS = ("ratings", ("probs BLOB", "truncated INTEGER", "n_tokens INTEGER"))  # cache table: float64 probabilities
@@ -73,18 +79,18 @@ class ScoreReport:
 
 def rating_prompts(cfg: SelectITConfig) -> list[str]:
     if cfg.rating_prompts_file:
-        return selectit.load_rating_prompts(cfg.rating_prompts_file)
-    return selectit.default_rating_prompts(cfg.rating_scale)
+        return rating.load_rating_prompts(cfg.rating_prompts_file)
+    return rating.default_rating_prompts(cfg.rating_scale)
 
 
 def build_texts(df: pd.DataFrame, prompts: list[str], layout: str, tokenizer: object) -> tuple[list[str], str]:
     """Rating texts in record-major order (N * R) and the tail that truncation must keep."""
-    texts = [selectit.official_prompt(p, ins, inp, out)
+    texts = [rating.official_prompt(p, ins, inp, out)
              for ins, inp, out in zip(df["instruction"], df["input"], df["output"], strict=True) for p in prompts]
     if layout == "official":
-        return texts, selectit.ANSWER_SUFFIX
+        return texts, rating.ANSWER_SUFFIX
     before, after = chat_frame(tokenizer)
-    return [before + t + after for t in texts], selectit.ANSWER_SUFFIX + after
+    return [before + t + after for t in texts], rating.ANSWER_SUFFIX + after
 
 
 def rate(df: pd.DataFrame, model_name: str, cfg: SelectITConfig, prompts: list[str],
@@ -96,7 +102,7 @@ def rate(df: pd.DataFrame, model_name: str, cfg: SelectITConfig, prompts: list[s
     dtype = resolve_dtype(cfg.dtype, dev)
     fp = models.fingerprint(model_name)
     n, r = len(df), len(prompts)
-    keys = [cache_key(rid, fp, selectit.prompt_hash(p), cfg.rating_scale, cfg.layout, dtype, cfg.max_tokens,
+    keys = [cache_key(rid, fp, rating.prompt_hash(p), cfg.rating_scale, cfg.layout, dtype, cfg.max_tokens,
                       cfg.truncation) for rid in df["id"] for p in prompts]
     cached = cache.get_many(keys) if cache is not None else {}
     probs = np.zeros((n * r, cfg.rating_scale))
@@ -158,16 +164,16 @@ def combine(df: pd.DataFrame, raters: list, cfg: SelectITConfig) -> ScoreReport:
     out = df.copy()
     sentence = []
     for r in raters:
-        tokens = selectit.token_scores(r.probs, cfg.normalization)  # [N, R]
-        s = selectit.sentence_scores(tokens, cfg.std_penalty)
+        tokens = scores.token_scores(r.probs, cfg.normalization)  # [N, R]
+        s = scores.sentence_scores(tokens, cfg.std_penalty)
         sentence.append(s)
         out[f"selectit_sentence.{r.key}"] = s
         out[f"selectit_token.{r.key}"] = list(tokens)
         out[f"selectit_probs.{r.key}"] = [row.tolist() for row in r.probs]
-        out[f"selectit_base.{r.key}"] = list(selectit.base_ratings(r.probs))
-    out["selectit_score"] = selectit.model_scores(np.stack(sentence), weights)
+        out[f"selectit_base.{r.key}"] = list(scores.base_ratings(r.probs))
+    out["selectit_score"] = scores.model_scores(np.stack(sentence), weights)
     out["selectit_base_rating"] = np.rint(
-        np.mean([selectit.base_ratings(r.probs).mean(axis=1) for r in raters], axis=0)).astype(int)
+        np.mean([scores.base_ratings(r.probs).mean(axis=1) for r in raters], axis=0)).astype(int)
     out["selectit_truncated"] = np.any([r.truncated.any(axis=1) for r in raters], axis=0)
     return ScoreReport(out, raters, weights)
 

@@ -1,4 +1,5 @@
-"""Batched last-position inference and the SelectIT scoring engine on a tiny random model."""
+"""SelectIT rating on the batched last-position engine (tiny random model): batched == one at a time, equal to a
+full forward pass, shared prefixes, truncation, the chat layout, the rating cache and crash resume."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from selectune import selectit
 from selectune.config import SelectITConfig
 from selectune.core import lm, models
-from selectune.scoring import build_texts, rate, rating_cache, rating_prompts, rating_token_ids, score_selectit
+from selectune.selectit import prompts as rating
+from selectune.selectit import scores
+from selectune.selectit.rater import build_texts, rate, rating_cache, rating_prompts, rating_token_ids, score_selectit
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +20,7 @@ def loaded(tiny_model: str):
 
 
 def _texts(records: pd.DataFrame) -> list[str]:
-    return build_texts(records, selectit.default_rating_prompts(5), "official", None)[0]
+    return build_texts(records, rating.default_rating_prompts(5), "official", None)[0]
 
 
 def test_rating_token_ids_single_digits(loaded) -> None:
@@ -31,7 +33,7 @@ def test_rating_token_ids_single_digits(loaded) -> None:
 
 def test_batched_equals_one_at_a_time(loaded, records: pd.DataFrame) -> None:
     model, tok = loaded
-    enc = lm.encode(tok, _texts(records), selectit.ANSWER_SUFFIX, 512)
+    enc = lm.encode(tok, _texts(records), rating.ANSWER_SUFFIX, 512)
     seqs = [e.ids for e in enc]
     assert len({len(s) for s in seqs}) > 5  # real padding happens
     token_ids = rating_token_ids(tok, 5)
@@ -58,31 +60,21 @@ def test_last_position_probs_match_full_forward(loaded, records: pd.DataFrame) -
     with torch.no_grad():
         logits = model(**tok(text, return_tensors="pt")).logits[0, -1]
     expected = torch.softmax(logits.float(), -1)[token_ids].numpy()
-    seq = lm.encode(tok, [text], selectit.ANSWER_SUFFIX, 512)[0].ids
+    seq = lm.encode(tok, [text], rating.ANSWER_SUFFIX, 512)[0].ids
     (_, got), = list(lm.iter_last_token_probs(model, tok, [seq], token_ids))
     assert np.allclose(got[0], expected, atol=1e-6)
-
-
-def test_length_batches_respect_limits() -> None:
-    lengths = [5, 50, 7, 49, 3, 30, 31, 6]
-    batches = lm.length_batches(lengths, batch_size=3, max_batch_tokens=100)
-    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-    for b in batches:
-        assert len(b) <= 3 and max(lengths[i] for i in b) * len(b) <= 100
-        assert [lengths[i] for i in b] == sorted((lengths[i] for i in b), reverse=True)
-    assert batches[0] == [1, 3]  # 50 and 49 fill the token budget together
 
 
 def test_truncation_keeps_answer_cue(loaded, records: pd.DataFrame) -> None:
     _, tok = loaded
     long_text = _texts(records.iloc[[5]])[0]
     full = tok(long_text)["input_ids"]
-    enc = lm.encode(tok, [long_text], selectit.ANSWER_SUFFIX, 64)[0]
+    enc = lm.encode(tok, [long_text], rating.ANSWER_SUFFIX, 64)[0]
     assert enc.truncated and len(enc.ids) == 64 and len(full) > 64
     assert tok.decode(enc.ids).endswith("The answer is: \n")
     assert enc.ids[:10] == full[:10]
     with pytest.raises(ValueError, match="max_length 64"):
-        lm.encode(tok, [long_text], selectit.ANSWER_SUFFIX, 64, truncation="error")
+        lm.encode(tok, [long_text], rating.ANSWER_SUFFIX, 64, truncation="error")
 
 
 def test_chat_layout(loaded, records: pd.DataFrame) -> None:
@@ -169,7 +161,7 @@ def test_score_columns_and_model_weights(tiny_model: str, tiny_model_2: str, rec
     assert np.allclose(t["selectit_score"], (t[f"selectit_sentence.{a}"] + t[f"selectit_sentence.{b}"]) / 2)
     # the per-model score recomputes from the stored probabilities
     probs = np.stack(t[f"selectit_probs.{a}"].map(np.stack).to_list())
-    manual = selectit.sentence_scores(selectit.token_scores(probs), 0.2)
+    manual = scores.sentence_scores(scores.token_scores(probs), 0.2)
     assert np.allclose(manual, t[f"selectit_sentence.{a}"])
     assert t["selectit_truncated"].dtype == bool and not t["selectit_truncated"].any()
     weighted = score_selectit(records, cfg.model_copy(update={"weights": [1.0, 3.0]}), None, progress=False).table
@@ -189,7 +181,7 @@ def test_rating_prompts_file(tmp_path, tiny_model: str, records: pd.DataFrame) -
 def test_shared_prefix_equals_whole_sequences(loaded, records: pd.DataFrame) -> None:
     model, tok = loaded
     texts = build_texts(records, ["Rate the response from 1 to 5. Reply with the number only."], "official", None)[0]
-    seqs = [e.ids for e in lm.encode(tok, texts, selectit.ANSWER_SUFFIX, 512)]
+    seqs = [e.ids for e in lm.encode(tok, texts, rating.ANSWER_SUFFIX, 512)]
     n_prefix = lm.common_prefix_len(seqs)
     assert n_prefix >= 8 and all(s[:n_prefix] == seqs[0][:n_prefix] for s in seqs)
     token_ids = rating_token_ids(tok, 5)
@@ -204,9 +196,3 @@ def test_shared_prefix_equals_whole_sequences(loaded, records: pd.DataFrame) -> 
     plain = run(False, 1)
     assert np.abs(run(True, 4) - plain).max() < 1e-5
     assert np.abs(run(True, 1) - plain).max() < 1e-5
-
-
-def test_common_prefix_len_leaves_a_token() -> None:
-    assert lm.common_prefix_len([[1, 2, 3], [1, 2, 3]]) == 2
-    assert lm.common_prefix_len([[1, 2, 3, 4], [1, 2, 5]]) == 2
-    assert lm.common_prefix_len([[9], [1]]) == 0
