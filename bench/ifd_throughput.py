@@ -13,7 +13,7 @@ outside the repo) with the same model and the same Alpaca template, and compute 
     tokenized as one text with the prefix's tokens masked (prefix length = tokens of the prefix text, as the
     official code counts them). Q is instruction + "\\n" + input here (the official code joins them without
     the newline) so that both paths score the same text.
-(b) engine: ``selectune.ifd.ifd_scores`` with default settings (length-sorted right-padded batches under a
+(b) engine: ``selectune.reflection.ifd.ifd_scores`` with default settings (length-sorted right-padded batches under a
     1024-token budget on CPU, hidden states gathered at target positions, LM head in 128-row chunks, bf16
     and eager attention where the CPU supports bf16), timed around the whole call (tokenization included),
     model loaded beforehand.
@@ -42,12 +42,12 @@ import pandas as pd
 import torch
 from selectit_throughput import DEFAULT_INPUT, load_records, matmul_peak, spearman, sync
 
-from selectune import ifd
 from selectune.config import IFDConfig
 from selectune.core import losses, models
 from selectune.core.prompts import join_instruction, prompt_text
 from selectune.core.settings import device as best_device
 from selectune.core.settings import resolve_dtype
+from selectune.reflection import ifd
 
 
 def parse_args() -> argparse.Namespace:

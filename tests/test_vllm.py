@@ -72,10 +72,10 @@ def test_selectit_probabilities_match_transformers(engine, demo) -> None:
 @pytest.mark.gpu
 @gpu
 def test_ifd_losses_match_transformers(engine, demo) -> None:
-    from selectune import ifd
     from selectune.config import IFDConfig
     from selectune.core import losses
     from selectune.core.prompts import prompt_text
+    from selectune.reflection import ifd
 
     cfg = IFDConfig(model="gemma-3-270m", dtype="bfloat16")
     model, tok = ifd.load_student(cfg)

@@ -79,14 +79,14 @@ def reflect_cmd(
         fail(f"bad option: {err}")
     df = _records(input, on_invalid)
     if dry_run:
-        from selectune.recycle import dry_run as estimate
+        from selectune.reflection.recycle import dry_run as estimate
 
         try:
             typer.echo(json.dumps(estimate(cfg, df), indent=2))
         except (ValueError, OSError) as err:
             fail(str(err))
         return
-    from selectune.recycle import recycle, write_outputs
+    from selectune.reflection.recycle import recycle, write_outputs
 
     try:
         res = recycle(df, cfg)
@@ -123,7 +123,7 @@ def score_ifd_cmd(
 
     from selectune.config import IFDConfig
     from selectune.data.records import write_parquet
-    from selectune.ifd import ifd_scores
+    from selectune.reflection.ifd import ifd_scores
 
     try:
         cfg = IFDConfig(model=model, template=template, max_tokens=max_length, batch_size=batch_size, dtype=dtype)

@@ -59,7 +59,8 @@ def test_ifd_scores_the_prompt_tuning_trains_on(tok) -> None:
     """With the same template, IFD's s(A|Q) prefix is exactly the prompt of the tuning example."""
     import pandas as pd
 
-    from selectune import ifd, sft_data
+    from selectune import sft_data
+    from selectune.reflection import ifd
     from selectune.config import IFDConfig
 
     for template in ("alpaca", "chat"):

@@ -1,7 +1,7 @@
 """The local teacher backend: a transformers chat model with batched, length-sorted, left-padded generation.
 
 Each request samples with its own torch.Generator (seeded from the request's cache key, which hashes
-``cfg.seed``), so its text does not depend on its batch neighbours; see :mod:`selectune.teacher`.
+``cfg.seed``), so its text does not depend on its batch neighbours; see :mod:`selectune.core.generate`.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from selectune.config import TeacherConfig
-from selectune.teacher import Completion, Messages, Record, Teacher, teacher_id
+from selectune.reflection.config import TeacherConfig
+from selectune.reflection.teachers.base import Completion, Messages, Record, Teacher, teacher_id
 
 
 class HFTeacher(Teacher):

@@ -1,6 +1,6 @@
-"""The recycling stage (Selective Reflection-Tuning, arXiv 2402.10110): a teacher reflects on every record's
-instruction and answer, the student's IFD / reversed IFD choose between the variants, and the chosen pairs that
-pass the thresholds form the recycled set. No record is lost: unreached records keep their original."""
+"""Recycling (Selective Reflection-Tuning, arXiv 2402.10110): a teacher reflects on every record's instruction and
+answer, the student's IFD / reversed IFD choose between the variants, and the chosen pairs that pass the thresholds
+form the recycled set. No record is lost: unreached records keep their original."""
 
 from __future__ import annotations
 
@@ -11,22 +11,12 @@ from typing import Any
 
 import pandas as pd
 
-from selectune import tracking
-from selectune.config import ReflectionConfig
-from selectune.core import plots
-from selectune.core.digests import file_digest
 from selectune.core.settings import home
 from selectune.data.records import record_id, write_parquet
-from selectune.reflection import (
-    VARIANTS,
-    Parsed,
-    gate,
-    instruction_messages,
-    parse_instruction_reflection,
-    parse_response_reflection,
-    response_messages,
-)
-from selectune.stage import StageResult, run_stage
+from selectune.reflection.config import ReflectionConfig
+from selectune.reflection.gate import VARIANTS, gate
+from selectune.reflection.parse import Parsed, parse_instruction_reflection, parse_response_reflection
+from selectune.reflection.prompts import instruction_messages, response_messages
 
 CHUNK = 32  # records per round of teacher calls: a budget stop loses at most one round of work
 KINDS = ("instruction", "response_ori", "response_q")
@@ -113,7 +103,7 @@ def recycle(df: pd.DataFrame, cfg: ReflectionConfig, teacher: Any = None, progre
     the openai teacher's key when its environment variable is unset (never stored)."""
     from tqdm.auto import tqdm
 
-    from selectune.ifd import ifd_scores
+    from selectune.reflection.ifd import ifd_scores
 
     for col in ("id", "instruction", "input", "output"):
         if col not in df.columns:
@@ -125,7 +115,7 @@ def recycle(df: pd.DataFrame, cfg: ReflectionConfig, teacher: Any = None, progre
     n_target = min(len(df), cfg.limit) if cfg.limit else len(df)
     own = teacher is None and n_target > 0
     if own:
-        from selectune.teacher import make_teacher
+        from selectune.reflection.teachers.base import make_teacher
 
         teacher = make_teacher(cfg.teacher, home() / "cache" / "teacher.sqlite", api_key)
     logs: dict[str, dict[str, dict[str, Any]]] = {}
@@ -221,41 +211,10 @@ def write_outputs(res: RecycleResult, out: Path, stem: str | None = None) -> dic
             "kept": str(write_parquet(kept, out / names[1])), "reflections": str(path)}
 
 
-@dataclass(frozen=True)
-class RecycleOutputs:
-    recycled: Path  # every input record: its variant, decision, reason and IFD / r-IFD values
-    kept: Path  # the kept rows (unique ids): the recycled data set
-    reflections: Path  # every raw teacher reply with its parse outcome
-
-
-def recycle_stage(cfg: ReflectionConfig, records: str | Path, run_dir: str | Path, parent_run_id: str | None = None,
-                  api_key: str | None = None) -> StageResult[RecycleOutputs]:
-    """Recycle records.parquet into recycled.parquet / kept.parquet / reflections.jsonl (see :func:`recycle`)."""
-    from selectune.core import models
-
-    inputs = {"records": file_digest(records), "student": models.fingerprint(cfg.student.model)}
-    if cfg.teacher.backend == "hf":
-        inputs["teacher"] = models.fingerprint(cfg.teacher.model)
-
-    def body(out: Path) -> tuple[RecycleOutputs, dict[str, float]]:
-        res = recycle(pd.read_parquet(records), cfg, api_key=api_key)
-        outputs = RecycleOutputs(**write_outputs(res, out))
-        if parent_run_id:
-            tracking.log_dataset(res.recycled, outputs.recycled, "recycled", "recycled", ["id", "decision"])
-            if len(res.scores):
-                for col, cut, name in (("ifd", cfg.ifd_max, "IFD"), ("rifd", cfg.rifd_max, "r-IFD")):
-                    fig = plots.score_histogram(res.scores[col], cut, f"{name} per variant",
-                                                labels=res.scores["variant"], xlabel=name)
-                    tracking.log_figure(fig, f"recycle_{col}_hist.png")
-        return outputs, res.metrics
-
-    return run_stage("recycle", run_dir, cfg, inputs, body, RecycleOutputs, parent_run_id)
-
-
 def dry_run(cfg: ReflectionConfig, records_df: pd.DataFrame) -> dict[str, Any]:
     """Expected teacher calls, tokens and cost without calling it. The second round's prompts depend on the
     first round's replies: they are approximated by the original pairs' response prompts, counted as new."""
-    from selectune.teacher import estimate
+    from selectune.reflection.teachers.base import estimate
 
     rows = records_df.head(cfg.limit) if cfg.limit else records_df
     triples = list(zip(rows["instruction"], rows["input"].fillna(""), rows["output"], strict=True))

@@ -18,8 +18,8 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from selectune.config import TeacherConfig
-from selectune.teacher import Completion, Messages, Record, Teacher, approx_tokens, teacher_id
+from selectune.reflection.config import TeacherConfig
+from selectune.reflection.teachers.base import Completion, Messages, Record, Teacher, approx_tokens, teacher_id
 
 log = logging.getLogger(__name__)
 

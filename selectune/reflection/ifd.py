@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from selectune.config import IFDConfig
 from selectune.core import models
 from selectune.core.lm import pad_id
 from selectune.core.losses import batch_budget, pack, start_ids, target_losses, token_ids
 from selectune.core.prompts import join_instruction, prompt_text
 from selectune.core.settings import device as best_device
 from selectune.core.settings import resolve_dtype
+from selectune.reflection.config import IFDConfig
 
 log = logging.getLogger(__name__)
 

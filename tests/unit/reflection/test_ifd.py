@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from selectune import ifd
 from selectune.config import IFDConfig
 from selectune.core import losses, models
 from selectune.core.prompts import prompt_text
+from selectune.reflection import ifd
 
 ALPACA_NO_INPUT = ("Below is an instruction that describes a task. Write a response that appropriately completes "
                    "the request.\n\n### Instruction:\nName a color.\n\n### Response:")

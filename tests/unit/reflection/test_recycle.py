@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from selectune.config import IFDConfig, ReflectionConfig
 from selectune.data.records import record_id
-from selectune.reflection import VARIANTS, gate, response_messages
+from selectune.reflection.gate import VARIANTS, gate
+from selectune.reflection.prompts import response_messages
 from tests.fixtures import OPENAI_SERVER
 from tests.fixtures.openai_server import FakeOpenAI
 from tests.fixtures.scripted_teacher import CODE, Q0, Q0S, Q2S, Q3, Q3S, SCRIPT, scripted
@@ -60,8 +61,8 @@ def test_recycle_stage_scripted_server(env: Path, tiny_model: str, records: pd.D
     from mlflow.tracking import MlflowClient
 
     from selectune import tracking
-    from selectune.ifd import ifd_scores
-    from selectune.recycle import recycle_stage
+    from selectune.reflection.ifd import ifd_scores
+    from selectune.reflection.stage import recycle_stage
 
     failing = [response_messages(*records.iloc[i][["instruction", "input", "output"]])[1]["content"] for i in (2, 4)]
     with FakeOpenAI({"faults": [{"kind": "500", "match": p} for p in failing]}, reply=scripted) as srv:
@@ -131,7 +132,7 @@ def test_recycle_stage_scripted_server(env: Path, tiny_model: str, records: pd.D
 
 def test_budget_stop_keeps_unreached_records(env: Path, tiny_model: str, records: pd.DataFrame,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from selectune import recycle as rc
+    from selectune.reflection import recycle as rc
 
     def always(prompt: str) -> str:  # every reply parses, and every record gets its own reflected instruction
         q = prompt.split("[Instruction]\n", 1)[1].split("\n\n[", 1)[0]
@@ -157,8 +158,8 @@ def test_budget_stop_keeps_unreached_records(env: Path, tiny_model: str, records
 
 def test_local_hf_teacher(env: Path, tiny_model: str, records: pd.DataFrame) -> None:
     """A random tiny model writes no markers: every reflection fails to parse and the originals are gated."""
-    from selectune.ifd import ifd_scores
-    from selectune.recycle import recycle
+    from selectune.reflection.ifd import ifd_scores
+    from selectune.reflection.recycle import recycle
 
     cfg = ReflectionConfig.model_validate({
         "limit": 3, "student": {"model": tiny_model, "dtype": "float32"},
@@ -190,7 +191,7 @@ def _cli():
 
 
 def test_cli_reflect_and_score_ifd(env: Path, tiny_model: str, records: pd.DataFrame) -> None:
-    from selectune.ifd import ifd_scores
+    from selectune.reflection.ifd import ifd_scores
 
     data = env.parent / "in.json"
     data.write_text(records[["instruction", "input", "output"]].head(3).to_json(orient="records"))
@@ -224,7 +225,7 @@ def test_cli_reflect_and_score_ifd(env: Path, tiny_model: str, records: pd.DataF
 
 
 def test_empty_input_and_bad_records(env: Path) -> None:
-    from selectune.recycle import recycle
+    from selectune.reflection.recycle import recycle
 
     df = pd.read_parquet(env)
     res = recycle(df.head(0), ReflectionConfig(), progress=False)  # no teacher, no student loaded

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from selectune.config import TeacherConfig
 from selectune.core.cache import Cache, cache_key
+from selectune.reflection.config import TeacherConfig
 
 Messages = list[dict[str, str]]
 Record = Callable[[str, "Completion"], None]
@@ -176,10 +176,10 @@ def make_teacher(cfg: TeacherConfig, cache_path: Path | None, api_key: str | Non
     """The configured backend; ``cache_path`` None disables the disk cache; ``api_key`` (openai) is used when
     ``$api_key_env`` is unset. Raises on configuration errors."""
     if cfg.backend == "openai":
-        from selectune.teacher_openai import OpenAITeacher
+        from selectune.reflection.teachers.openai_compat import OpenAITeacher
 
         return OpenAITeacher(cfg, cache_path, api_key)
-    from selectune.teacher_hf import HFTeacher
+    from selectune.reflection.teachers.hf import HFTeacher
 
     return HFTeacher(cfg, cache_path)
 
@@ -201,7 +201,7 @@ def estimate(requests: Sequence[Messages], cfg: TeacherConfig, cache_path: Path 
         if key not in hits:
             new.setdefault(key, msgs)
     if cfg.backend == "hf":
-        from selectune.teacher_hf import HFTeacher
+        from selectune.reflection.teachers.hf import HFTeacher
 
         counter = HFTeacher(cfg, None)
         prompt_tokens = sum(len(counter.prompt_ids(m)) for m in new.values())

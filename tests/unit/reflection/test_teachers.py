@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from selectune import teacher_openai
 from selectune.config import TeacherConfig
-from selectune.teacher import estimate, make_teacher
-from selectune.teacher_openai import TeacherConfigError
+from selectune.reflection.teachers import openai_compat as teacher_openai
+from selectune.reflection.teachers.base import estimate, make_teacher
+from selectune.reflection.teachers.openai_compat import TeacherConfigError
 from tests.fixtures import OPENAI_SERVER, ROOT
 from tests.fixtures.openai_server import PLAIN, FakeOpenAI
 
@@ -136,7 +136,7 @@ def test_kill_resume_repeats_no_finished_call(tmp_path: Path) -> None:
         client.write_text(textwrap.dedent(f"""
             from pathlib import Path
             from selectune.config import TeacherConfig
-            from selectune.teacher import make_teacher
+            from selectune.reflection.teachers.base import make_teacher
             cfg = TeacherConfig(backend="openai", base_url="http://127.0.0.1:{port}/v1", model="m",
                                 api_key_env="TEACHER_TEST_KEY", concurrency=2)
             out = make_teacher(cfg, Path({str(tmp_path / "cache.sqlite")!r})).complete(

@@ -1,0 +1,57 @@
+"""Configs of the recycling stage: the teacher, the student's IFD statistics, the gate."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from selectune.core.config import BatchedScoring, Config, ModelOptions
+from selectune.core.models import DEFAULT_STUDENT, DEFAULT_TEACHER
+
+
+class TeacherConfig(ModelOptions):
+    """The reflecting teacher: a local transformers model or any OpenAI-compatible endpoint."""
+
+    backend: Literal["hf", "openai"] = Field("hf", description="hf: local model; openai: OpenAI-compatible API")
+    model: str = Field(DEFAULT_TEACHER, description="Alias/path/hub id (hf) or the served model name")
+    base_url: str | None = Field(None, description="openai: endpoint, e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai: environment variable holding the key")
+    api_key_secret: str | None = Field(None, description="openai: Prefect Secret block name holding the key "
+                                       "(used when the environment variable is unset)")
+    temperature: float = Field(0.7, ge=0, description="Sampling temperature (0 = greedy)")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling")
+    max_new_tokens: int = Field(512, ge=1, description="Max tokens per teacher reply")
+    seed: int = Field(0, description="Sampling seed")
+    batch_size: int = Field(16, ge=1, description="hf: prompts per generate() call")
+    concurrency: int = Field(8, ge=1, description="openai: requests in flight")
+    timeout_s: float = Field(120.0, gt=0, description="openai: per-request timeout")
+    max_retries: int = Field(6, ge=0, description="openai: retries on 429/5xx/timeouts/connection errors")
+    max_calls: int | None = Field(None, ge=0, description="Stop cleanly after this many new (uncached) calls")
+    max_cost: float | None = Field(None, ge=0, description="Stop cleanly when the estimated cost reaches this")
+    prices: dict[str, float] | None = Field(None, description="USD per 1M tokens: {input: x, output: y}")
+
+
+class IFDConfig(BatchedScoring):
+    """Student statistics: IFD = ppl(A|Q)/ppl(A) and reversed IFD = ppl(Q|A')/ppl(Q) (arXiv 2402.10110)."""
+
+    renamed: ClassVar[dict[str, str]] = {"max_length": "max_tokens"}
+    model: str = Field(DEFAULT_STUDENT, description="The student: the model the user will tune")
+    template: Literal["alpaca", "vicuna", "chat"] = Field("alpaca", description="Prompt template around Q")
+
+
+class ReflectionConfig(Config):
+    """Selective Reflection-Tuning recycling (arXiv 2402.10110): teacher rewrites kept when the student's
+    IFD / reversed-IFD say they help."""
+
+    enabled: bool = Field(False, description="Run the recycling stage in the pipeline flow")
+    order: Literal["before_scoring", "after_scoring"] = Field("before_scoring", description="Recycle every "
+                                                              "record before SelectIT, or score first and "
+                                                              "recycle the top part")
+    top_fraction: float = Field(1.0, gt=0, le=1, description="after_scoring: recycle this top fraction")
+    limit: int | None = Field(None, ge=1, description="Recycle at most N records (smoke runs, budgets)")
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    student: IFDConfig = Field(default_factory=IFDConfig)
+    ifd_max: float = Field(1.0, gt=0, description="Keep the chosen pair only when IFD < this")
+    rifd_max: float = Field(1.0, gt=0, description="Keep the chosen pair only when r-IFD < this")
+    keep_regardless: bool = Field(False, description="Keep the chosen pair even when the thresholds fail")
