@@ -146,7 +146,7 @@ def select_cmd(
 
     from selectune.config import SelectionConfig
     from selectune.data.records import export_alpaca, write_parquet
-    from selectune.selection import select_records
+    from selectune.selection.select import select_records
 
     def pairs(items: list[str] | None) -> dict[str, float] | None:
         if not items:
@@ -163,12 +163,12 @@ def select_cmd(
                               judge=judge)
         df = pd.read_parquet(input)
         if cfg.judge:
-            from selectune.select_stage import judge_records
+            from selectune.selection.stage import judge_records
 
             df = judge_records(df, cfg.judge)[0]
         embeddings = None
         if cfg.diversity_threshold is not None:
-            from selectune.embed import embed_records
+            from selectune.selection.diversity import embed_records
 
             embeddings = embed_records(df, cfg.embedder).vectors
         res = select_records(df, cfg, embeddings)

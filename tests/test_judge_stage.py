@@ -73,7 +73,7 @@ def test_stage_outputs_metrics_and_registered_judge(tiny_model: str, tiny_embedd
 
     # the registered judge feeds selection in a later run: judge_score added, ranked by, version pinned
     from selectune.config import SelectionConfig
-    from selectune.select_stage import select_stage
+    from selectune.selection.stage import select_stage
 
     scored = str(write_parquet(records.assign(selectit_score=np.linspace(0, 1, len(records))),
                                tmp_path / "scored.parquet"))

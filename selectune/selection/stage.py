@@ -1,4 +1,5 @@
-"""The selection stage: rank, constrain and select scored records; write the subset; log metrics and figures."""
+"""The selection stage: scored records -> ``<run_dir>/select/`` selection.parquet (every record, its rank, decision
+and reason), selected.parquet and selected_alpaca.json; metrics and before/after figures in MLflow."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ from pathlib import Path
 import pandas as pd
 
 from selectune import tracking
-from selectune.config import SelectionConfig
 from selectune.core import metrics, plots
 from selectune.core.digests import file_digest
 from selectune.data.records import export_alpaca, write_parquet
-from selectune.selection import SelectionResult, select_records
+from selectune.selection.config import SelectionConfig
+from selectune.selection.select import SelectionResult, select_records
 from selectune.stage import StageResult, run_stage
 
 DECISIONS = ("selected", "below_cut", "score_missing", "too_short", "too_long", "quota_full", "too_similar")
@@ -48,7 +49,7 @@ def select_stage(cfg: SelectionConfig, scored: str | Path, run_dir: str | Path,
         if judge:
             df, m["judge_seconds"] = judge_records(df, judge)
         if cfg.diversity_threshold is not None:
-            from selectune.embed import embed_records
+            from selectune.selection.diversity import embed_records
 
             emb = embed_records(df, cfg.embedder)
             vectors = emb.vectors

@@ -1,18 +1,11 @@
-"""Subset selection: rank scored records and keep the best ones.
+"""Subset selection: rank scored records and keep the best ones under a budget, with baselines, constraints and a
+diversity pass (:func:`select_records`).
 
-Three modes, exactly one per call:
-
-* ``fraction`` -- keep the top ``floor(n * fraction)`` records, where ``n`` is the number of
-  records *with* a score, but at least one when ``n > 0`` (so a tiny data set never selects
-  nothing). Default ``fraction=0.2``, the SelectIT paper's setting.
-* ``k`` -- keep the top ``k`` scored records (all of them when ``k >= n``; none when ``k == 0``).
-* ``threshold`` -- keep every record whose score is ``>= threshold``.
-
-Ranking is by score descending, ties broken by ``id`` ascending, so the result does not depend
-on the input's row order. Records whose score is NaN are ranked last and never selected.
-
-:func:`select_records` adds strategies (``top``, ``combined``, ``random``, ``full``), response length
-bounds, per-category quotas and a DEITA-style diversity pass, all driven by a ``SelectionConfig``.
+Budget, exactly one per call: a ``fraction`` keeps the top ``floor(n * fraction)`` of the ``n`` records *with* a
+score, at least one when ``n > 0`` (the SelectIT paper's 20% by default); ``top_k`` keeps the top k; a
+``threshold`` keeps every score ``>= threshold``. Ranking is by score descending, ties broken by ``id`` ascending,
+so the result does not depend on the input's row order. Records whose score is NaN are ranked last and never
+selected.
 """
 
 from __future__ import annotations
@@ -28,13 +21,12 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from selectune.config import SelectionConfig
+    from selectune.selection.config import SelectionConfig
 
 log = logging.getLogger(__name__)
 DEFAULT_FRACTION = 0.2
 ID_COL = "id"
-ADDED_COLS = ("rank", "selected", "decision_reason")
-V2_COLS = ("selection_score", *ADDED_COLS, "decision")
+ADDED_COLS = ("selection_score", "rank", "selected", "decision", "decision_reason")
 SIM_BLOCK = 256  # diversity pass: candidates compared to the accepted set per matrix product
 # floor(n * fraction) must not lose a record to float error, e.g. 100 * 0.29 == 28.999999999999996.
 _FLOOR_EPS = 1e-9
@@ -42,13 +34,12 @@ _FLOOR_EPS = 1e-9
 
 @dataclass(frozen=True)
 class SelectionResult:
-    """Outcome of :func:`select` / :func:`select_records`.
+    """Outcome of :func:`select_records`.
 
-    ``table`` holds every input row in rank order (index reset) plus ``rank`` (1 = best,
-    1..n without gaps), ``selected`` (bool) and ``decision_reason`` (str); select_records adds
-    ``selection_score`` (the score ranked by) and ``decision`` (the reason's kind: selected, below_cut,
-    score_missing, too_short, too_long, quota_full, too_similar). ``selected`` is the selected rows
-    only, in rank order. ``cut_value`` is the threshold in threshold mode, else the score of the last
+    ``table`` holds every input row in rank order (index reset) plus ``selection_score`` (the score ranked by),
+    ``rank`` (1 = best, 1..n without gaps), ``selected`` (bool), ``decision`` (selected, below_cut,
+    score_missing, too_short, too_long, quota_full, too_similar) and ``decision_reason`` (str). ``selected`` is
+    the selected rows only, in rank order. ``cut_value`` is the threshold in threshold mode, else the score of the last
     selected row (None when nothing was selected, and for the random and full baselines).
     ``budget`` is the number of slots in k / fraction mode (None otherwise).
     """
@@ -57,27 +48,6 @@ class SelectionResult:
     selected: pd.DataFrame
     cut_value: float | None
     budget: int | None = None
-
-
-def select(
-    df: pd.DataFrame,
-    by: str = "selectit_score",
-    *,
-    fraction: float | None = None,
-    k: int | None = None,
-    threshold: float | None = None,
-) -> SelectionResult:
-    """Rank ``df`` by column ``by`` and select a subset (see the module docstring for the modes).
-
-    The input frame is not modified; existing ``rank``/``selected``/``decision_reason`` columns
-    are replaced.
-    """
-    from selectune.config import SelectionConfig
-
-    _validate_frame(df, by)
-    res = _select(df, SelectionConfig(by=by), *_resolve_mode(fraction, k, threshold), None)
-    extra = ["selection_score", "decision"]
-    return SelectionResult(res.table.drop(columns=extra), res.selected.drop(columns=extra), res.cut_value, res.budget)
 
 
 def select_records(df: pd.DataFrame, cfg: SelectionConfig, embeddings: np.ndarray | None = None) -> SelectionResult:
@@ -106,7 +76,7 @@ def _select(df: pd.DataFrame, cfg: SelectionConfig, mode: str, value: float, emb
     _check_ids(df)
     score, missing = _strategy_score(df, cfg)
     order = _rank_order(score, df[ID_COL])
-    table = df.drop(columns=[c for c in V2_COLS if c in df.columns]).iloc[order].reset_index(drop=True)
+    table = df.drop(columns=[c for c in ADDED_COLS if c in df.columns]).iloc[order].reset_index(drop=True)
     score, missing = score[order], missing[order]
     n, ids = len(table), table[ID_COL].astype(str).to_numpy()
     table["selection_score"] = score
@@ -134,10 +104,10 @@ def _select(df: pd.DataFrame, cfg: SelectionConfig, mode: str, value: float, emb
     caps, cats = _quotas(table, cfg, len(walk) if budget is None else budget)
     sims = None
     if cfg.diversity_threshold is not None:
-        from selectune.embed import NearestAccepted, unit_rows
+        from selectune.selection.diversity import NearestAccepted, unit_rows
 
         if embeddings is None:
-            raise ValueError("diversity_threshold is set: pass embeddings, one row per record (see selectune.embed)")
+            raise ValueError("diversity_threshold is set: pass embeddings, one row per record (selection.diversity)")
         sims = NearestAccepted(unit_rows(embeddings, ids[np.argsort(order)])[order], walk, SIM_BLOCK)
     accepted = _walk(walk, budget, caps, cats, sims, cfg.diversity_threshold, reasons, kinds, ids)
     cut_rank = accepted[-1] + 1 if accepted else 0
@@ -230,12 +200,6 @@ def _walk(walk: np.ndarray, budget: int | None, caps: dict[str, int], cats: np.n
         if cat in caps:
             used[cat] += 1
     return accepted
-
-
-def _validate_frame(df: pd.DataFrame, by: str) -> None:
-    """Check that ``by`` is a numeric column and ``id`` a complete, unique column."""
-    _check_score_column(df, by)
-    _check_ids(df)
 
 
 def _check_score_column(df: pd.DataFrame, by: str) -> None:

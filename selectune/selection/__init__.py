@@ -1,0 +1,7 @@
+"""Stage 3, subset selection: top fraction / top-k / threshold by one score or a weighted combination, random and
+full baselines, response-length bounds, category quotas, a DEITA-style diversity pass, a Self-J judge's scores.
+
+select.py     select_records: ranking, budgets, constraints, every decision with its reason
+diversity.py  record embeddings (cached) and the blockwise nearest-accepted search
+config.py     SelectionConfig                  stage.py  select_stage -> SelectOutputs
+"""
