@@ -1,4 +1,4 @@
-"""LoRA training throughput: the project's trainer (selectune.sft) against a plain Trainer + peft baseline.
+"""LoRA training throughput: the project's trainer (selectune.tuning.train) against a plain Trainer + peft baseline.
 
 Run from the repository root::
 
@@ -8,7 +8,7 @@ Both paths train the same LoRA adapter (r 16, alpha 32, dropout 0.05, the attent
 the first N Alpaca records of ``--input`` (default ``../shared/data/cherry_alpaca_3k.json``, outside the repo),
 micro-batch ``--batch-size``, no gradient accumulation, ``--steps`` optimizer steps, no evaluation:
 
-(a) ours: ``selectune.sft.train`` with its defaults: base weights in bfloat16 where the CPU/GPU computes it
+(a) ours: ``selectune.tuning.train.train`` with its defaults: base weights in bfloat16 where the CPU/GPU computes it
     (``--dtype auto``) under bf16 autocast, adapters float32, length-grouped batches padded to the longest
     row, loss on response tokens only (Stanford Alpaca prompt, EOS appended), ``--max-length`` cut.
 (b) baseline: what a naive user writes: float32, ``transformers.Trainer`` with its default random sampler,
@@ -42,12 +42,12 @@ import pandas as pd
 import torch
 from transformers import TrainerCallback
 
-from selectune import sft
-from selectune.config import TuneConfig
 from selectune.core import lora, prompts
 from selectune.core.settings import device as best_device
 from selectune.core.settings import resolve_dtype
 from selectune.data.records import record_id
+from selectune.tuning import train as sft
+from selectune.tuning.config import TuneConfig
 
 DEFAULT_INPUT = Path(__file__).resolve().parents[2] / "shared/data/cherry_alpaca_3k.json"
 

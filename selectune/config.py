@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from selectune.core.config import Config, LoRATraining
 from selectune.core.models import DEFAULT_EMBEDDER, DEFAULT_STUDENT
@@ -14,21 +14,9 @@ from selectune.data.config import DataConfig
 from selectune.reflection.config import IFDConfig, ReflectionConfig, TeacherConfig  # noqa: F401
 from selectune.selection.config import SelectionConfig
 from selectune.selectit.config import SelectITConfig
+from selectune.tuning.config import TuneConfig
 
-
-class TuneConfig(LoRATraining):
-    """LoRA instruction tuning (peft) on the selected subset."""
-
-    renamed: ClassVar[dict[str, str]] = {"max_length": "max_tokens"}
-    enabled: bool = Field(True, description="Run the tuning stage in the pipeline flow")
-    packing: bool = Field(False, description="Pack examples into max_tokens sequences")
-    eval_fraction: float = Field(0.1, ge=0, lt=1, description="Held-out split of the selected set for eval loss")
-    heldout: str | None = Field(None, description="Held-out records (any data format) for evaluation; default "
-                                "the eval split")
-    eval_prompts: int = Field(8, ge=0, description="Generations logged as an MLflow table after training")
-    max_new_tokens: int = Field(128, ge=1, description="Tokens per evaluation generation")
-    merge: bool = Field(False, description="Also save the merged model")
-    register_as: str | None = Field("selectune-sft", description="MLflow Model Registry name (None: skip)")
+C = TypeVar("C", bound=BaseModel)
 
 
 class JudgeConfig(LoRATraining):
@@ -110,3 +98,15 @@ def load_config(path: str | Path | None) -> PipelineConfig:
         return PipelineConfig()
     raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     return PipelineConfig.model_validate(raw)
+
+
+def load_stage_config(cls: type[C], section: str, path: str | Path | None, **options: Any) -> C:
+    """A stage config from a YAML file, either a pipeline recipe (its ``section``) or the stage's fields alone,
+    with the command-line options that were given (None: not given) on top; ``register_as=""`` means do not
+    register. Raises OSError, yaml.YAMLError or pydantic.ValidationError."""
+    raw = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}) if path else {}
+    base = getattr(PipelineConfig.model_validate(raw), section) if section in raw else cls.model_validate(raw)
+    cfg = cls.model_validate({**base.model_dump(), **{k: v for k, v in options.items() if v is not None}})
+    if getattr(cfg, "register_as", None) == "":
+        cfg.register_as = None  # type: ignore[attr-defined]
+    return cfg

@@ -98,8 +98,7 @@ def judge_stage(cfg: JudgeConfig, records: str | Path, run_dir: str | Path, pare
         from selectune import judge, judge_infer, judge_train
         from selectune.core import metrics
         from selectune.core.settings import device, resolve_dtype
-        from selectune.data.records import load_records, write_parquet
-        from selectune.sft import split
+        from selectune.data.records import load_records, split, write_parquet
 
         df = load_records(records).records
         if len(df) < 2:

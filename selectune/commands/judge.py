@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from selectune.commands import fail, run_tracked, stage_config
+from selectune.commands import fail, run_tracked
 
 judge_app = typer.Typer(help="Self-J judge: train it label-free, score responses, pick the best of n.",
                         no_args_is_help=True)
@@ -137,7 +137,9 @@ def train_cmd(
 
     disable_telemetry()
     try:
-        cfg = stage_config(JudgeConfig, "judge", config, model=model, base=base, n_samples=n_samples,
+        from selectune.config import load_stage_config
+
+        cfg = load_stage_config(JudgeConfig, "judge", config, model=model, base=base, n_samples=n_samples,
                            max_steps=max_steps, register_as=register_as)
     except (ValidationError, OSError, yaml.YAMLError) as err:
         fail(f"{config}: {err}")

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 from selectune.data.readers import RAW_LIMIT, DataValidationError, RowError, iter_rows, resolve, type_name
@@ -255,3 +256,10 @@ def subset_digest(path: str | Path) -> str:
     else:
         ids = load_records(path).records[["id"]]
     return table_digest(ids.sort_values("id", ignore_index=True))
+
+
+def split(df: pd.DataFrame, eval_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Seeded (train, held-out) split; at least one record on each side when eval_fraction > 0."""
+    n_eval = 0 if eval_fraction == 0 or len(df) < 2 else min(len(df) - 1, max(1, round(len(df) * eval_fraction)))
+    order = np.random.default_rng(seed).permutation(len(df))
+    return df.iloc[order[n_eval:]].reset_index(drop=True), df.iloc[order[:n_eval]].reset_index(drop=True)

@@ -59,9 +59,9 @@ def test_ifd_scores_the_prompt_tuning_trains_on(tok) -> None:
     """With the same template, IFD's s(A|Q) prefix is exactly the prompt of the tuning example."""
     import pandas as pd
 
-    from selectune import sft_data
-    from selectune.reflection import ifd
     from selectune.config import IFDConfig
+    from selectune.reflection import ifd
+    from selectune.tuning import data as sft_data
 
     for template in ("alpaca", "chat"):
         example = sft_data.encode(tok, template, "Translate to French", "good morning", "bonjour", 512)

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selectune import tracking
-from selectune.config import TuneConfig
 from selectune.core.digests import file_digest
 from selectune.data.records import subset_digest
 from selectune.stage import StageResult, run_stage
+from selectune.tuning.config import TuneConfig
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,9 @@ def tune_stage(cfg: TuneConfig, selected: str | Path, run_dir: str | Path, paren
         inputs["heldout"] = file_digest(cfg.heldout)
 
     def body(out: Path) -> tuple[TuneOutputs, dict[str, float]]:
-        from selectune import evaluate, sft
+        from selectune.tuning import evaluate, train
 
-        res = sft.train(cfg, selected, out)
+        res = train.train(cfg, selected, out)
         ev = evaluate.evaluate(res.model, res.tokenizer, res.heldout, res.template, cfg.max_tokens,
                                cfg.eval_prompts, cfg.max_new_tokens, out / "eval")
         model_uri = None

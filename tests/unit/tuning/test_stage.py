@@ -20,10 +20,11 @@ def test_tune_command_stage_and_registry(tiny_model: str, records: pd.DataFrame,
     import mlflow
     from transformers import AutoTokenizer
 
-    from selectune import registry, sft, sft_data
-    from selectune.config import TuneConfig
-    from selectune.data.records import subset_digest
-    from selectune.tune_stage import tune_stage
+    from selectune import registry
+    from selectune.data.records import split, subset_digest
+    from selectune.tuning import data as sft_data
+    from selectune.tuning.config import TuneConfig
+    from selectune.tuning.stage import tune_stage
 
     records.to_parquet(tmp_path / "selected.parquet", index=False)
     tune = {"max_steps": 3, "save_steps": 2, "batch_size": 2, "grad_accum": 1, "max_tokens": 256,
@@ -46,7 +47,7 @@ def test_tune_command_stage_and_registry(tiny_model: str, records: pd.DataFrame,
     assert summary["model_uri"] == "models:/tiny-tuned/1" and summary["steps"] == 3
     assert summary["train_records"] == 4 and summary["heldout_records"] == 2
     tok = AutoTokenizer.from_pretrained(tiny_model)
-    train, _ = sft.split(records, 0.34, 0)
+    train, _ = split(records, 0.34, 0)
     lengths = [len(sft_data.encode(tok, "alpaca", r.instruction, r.input, r.output, 10**6).input_ids)
                for r in train.itertuples()]
     assert summary["truncated"] == sum(n > 256 for n in lengths) == 1  # the long demo record

@@ -1,4 +1,4 @@
-"""LoRA instruction tuning on the selected subset, with the shared LoRA trainer (:mod:`selectune.core.lora`).
+"""LoRA instruction tuning on the selected subset with the shared LoRA trainer (:mod:`selectune.core.lora`).
 
 Examples become (prompt tokens, response tokens + EOS); the loss covers the response only (labels are -100
 on prompt and padding). Base models get the Stanford Alpaca prompt, instruction-tuned models their chat
@@ -6,7 +6,7 @@ template (:mod:`selectune.core.prompts`). With ``packing`` examples are concaten
 blocks whose position ids restart at 0 per example and no attention mask is passed: transformers then
 builds a block-diagonal causal mask from the position ids, so packed examples do not attend to each other.
 
-Runs unchanged on several GPUs: ``torchrun --nproc_per_node N -m selectune.sft --data ... --output ...``.
+Runs unchanged on several GPUs: ``torchrun --nproc_per_node N -m selectune.tuning --data ... --output ...``.
 """
 
 from __future__ import annotations
@@ -16,18 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from selectune.config import TuneConfig
-from selectune.sft_data import Collator, encode_frame, pack
-
-
-def split(df: pd.DataFrame, eval_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Seeded (train, held-out) split; at least one record on each side when eval_fraction > 0."""
-    n_eval = 0 if eval_fraction == 0 or len(df) < 2 else min(len(df) - 1, max(1, round(len(df) * eval_fraction)))
-    order = np.random.default_rng(seed).permutation(len(df))
-    return df.iloc[order[n_eval:]].reset_index(drop=True), df.iloc[order[:n_eval]].reset_index(drop=True)
+from selectune.data.records import split
+from selectune.tuning.config import TuneConfig
+from selectune.tuning.data import Collator, encode_frame, pack
 
 
 @dataclass
@@ -92,9 +85,3 @@ def train(cfg: TuneConfig, data_path: str | Path, output: str | Path, callbacks:
         model.float()  # bf16 decoding is ~3x slower than float32 on CPU; upcasting bf16 weights is exact
     return TrainResult(model, tok, run.template, train_df, heldout, run.adapter_dir, merged_dir, run.target_modules,
                        metrics)
-
-
-if __name__ == "__main__":  # python -m selectune.sft, also under torchrun / accelerate launch
-    from selectune.commands.tune import main
-
-    main()

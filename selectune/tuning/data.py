@@ -2,7 +2,7 @@
 
 An example is (prompt tokens, response tokens + EOS) with labels -100 on the prompt; the prompt is
 :func:`selectune.core.prompts.prompt_ids` (Stanford Alpaca for base models, the chat template for
-instruction-tuned ones). Shared by LoRA tuning (:mod:`selectune.sft`) and evaluation.
+instruction-tuned ones). Shared by training (:mod:`selectune.tuning.train`) and evaluation.
 """
 
 from __future__ import annotations

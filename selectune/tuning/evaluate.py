@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from selectune.core.prompts import join_instruction, prompt_ids
-from selectune.sft_data import Collator, Example, encode_frame
+from selectune.tuning.data import Collator, Example, encode_frame
 
 
 def response_loss(model: Any, examples: Sequence[Example], pad_id: int, batch_size: int = 8,
