@@ -12,7 +12,7 @@ tie). Held-out data: it is only read here to *report* agreement; nothing is trai
 Each unique (prompt, completion) pair is scored reference-free (there are no gold answers) by:
 
 - every ``--judge`` (a trained Self-J judge: adapter folder or ``models:/NAME/VERSION``; a plain model alias
-  gives its untrained self-evaluation): expected value of the 0-9 rating, ``selectune.judge_infer.score_pairs``;
+  gives its untrained self-evaluation): expected value of the 0-9 rating, ``selectune.judge.infer.score_pairs``;
 - every ``--rater``: its SelectIT sentence-level score (K = 5, the built-in rating prompts);
 - the response length in characters (baseline).
 
@@ -34,7 +34,7 @@ import pandas as pd
 
 from selectune.core.metrics import auroc
 from selectune.data.records import record_id
-from selectune.judge_infer import correlations
+from selectune.judge.metrics import correlations
 
 DEFAULT_INPUT = Path(__file__).resolve().parents[2] / "shared" / "data" / "heldout" / "tulu_human_eval_annotations.xlsx"
 
@@ -91,7 +91,7 @@ def agreement(score: pd.Series, pairs: pd.DataFrame, prefs: pd.DataFrame) -> dic
 
 
 def judge_scores(ref: str, pairs: pd.DataFrame, max_length: int) -> pd.Series:
-    from selectune.judge_infer import load_judge, score_pairs
+    from selectune.judge.infer import load_judge, score_pairs
 
     judge = load_judge(ref)
     judge.max_length = max_length

@@ -57,7 +57,7 @@ def score_cmd(
 ) -> None:
     """Score (instruction, response) pairs with a judge: expected value of its 0-9 rating."""
     from selectune.data.records import write_parquet
-    from selectune.judge_infer import load_judge, score_pairs
+    from selectune.judge.infer import load_judge, score_pairs
 
     pairs = _read_table(input)
     with_ref = None if reference == "auto" else reference == "with"
@@ -89,8 +89,8 @@ def best_of_cmd(
 ) -> None:
     """Sample n responses per instruction and keep the one the judge scores highest."""
     from selectune.data.records import record_id, write_parquet
-    from selectune.judge import load_model
-    from selectune.judge_infer import best_of_n, load_judge
+    from selectune.judge.infer import best_of_n, load_judge
+    from selectune.judge.labels import load_model
 
     records = _read_table(input)
     if "instruction" not in records.columns:
@@ -132,8 +132,8 @@ def train_cmd(
     import yaml
     from pydantic import ValidationError
 
-    from selectune.config import JudgeConfig
     from selectune.core.settings import disable_telemetry
+    from selectune.judge.config import JudgeConfig
 
     disable_telemetry()
     try:
@@ -143,7 +143,7 @@ def train_cmd(
                            max_steps=max_steps, register_as=register_as)
     except (ValidationError, OSError, yaml.YAMLError) as err:
         fail(f"{config}: {err}")
-    from selectune.judge_stage import judge_stage
+    from selectune.judge.stage import judge_stage
 
     run_tracked("judge", data, output, experiment, lambda out, run_id: judge_stage(cfg, data, out, run_id))
 
@@ -159,8 +159,8 @@ def answer_cmd(
     dtype: Annotated[Dtype, typer.Option(help=DTYPE_HELP)] = "trained",
 ) -> None:
     """Selective instruction following: answer, or decline when the judge expects a poor answer."""
-    from selectune.judge import load_model
-    from selectune.judge_infer import answer, load_judge
+    from selectune.judge.infer import answer, load_judge
+    from selectune.judge.labels import load_model
 
     try:
         res = answer(load_model(model, dtype=_dtype(dtype)), load_judge(judge, _dtype(dtype)), [instruction],

@@ -37,7 +37,7 @@ def select_stage(cfg: SelectionConfig, scored: str | Path, run_dir: str | Path,
         inputs["embedder"] = fingerprint(cfg.embedder)
     judge = None
     if cfg.judge:
-        from selectune.judge_stage import model_digest, resolve_ref
+        from selectune.judge.stage import model_digest, resolve_ref
 
         judge = resolve_ref(cfg.judge)  # a later registered version must not reuse this stage's output
         inputs["judge"] = model_digest(judge)
@@ -70,7 +70,7 @@ def judge_records(df: pd.DataFrame, judge: str) -> tuple[pd.DataFrame, float]:
     """``df`` plus ``judge_score``: the judge's reference-free 0-9 rating of each (instruction, output)."""
     import time
 
-    from selectune.judge_infer import load_judge, score_pairs
+    from selectune.judge.infer import load_judge, score_pairs
 
     start = time.perf_counter()
     scores = score_pairs(load_judge(judge), df, with_reference=False)["judge_score"]

@@ -22,8 +22,8 @@ from typing import Any
 
 import pandas as pd
 
-from selectune.config import JudgeConfig
 from selectune.core.lm import pad_id, pad_left
+from selectune.judge.config import JudgeConfig
 
 log = logging.getLogger(__name__)
 PART_KEYS = ("ce_ref", "ce_free", "kl")
@@ -42,7 +42,7 @@ def selfj_loss(logits_ref: Any, logits_free: Any, targets: Any, alpha: float, be
 
 def build_pairs(labels: pd.DataFrame, tokenizer: Any, template: str, max_length: int) -> list[dict[str, Any]]:
     """One training item per labelled response: with-reference ids, reference-free ids, target digit id."""
-    from selectune.judge import digit_ids, judge_inputs
+    from selectune.judge.prompts import digit_ids, judge_inputs
 
     need = [c for c in ("instruction", "response", "reference", "digit") if c not in labels.columns]
     if need:
@@ -121,9 +121,9 @@ TRAIN_FIELDS = ("base", "template", "ref_free_weight", "kl_weight", "lora_r", "l
 
 
 def train_judge(cfg: JudgeConfig, labels: pd.DataFrame, output: str | Path, callbacks: tuple = ()) -> JudgeTrainResult:
-    """Train the judge adapter on ``labels`` (rows of :func:`selectune.judge.generate_labels`) with the shared LoRA
-    trainer; writes ``<output>/adapter`` and checkpoints under ``<output>/checkpoints`` (resumed when the run key
-    matches)."""
+    """Train the judge adapter on ``labels`` (rows of :func:`selectune.judge.labels.generate_labels`) with the
+    shared LoRA trainer; writes ``<output>/adapter`` and checkpoints under ``<output>/checkpoints`` (resumed when
+    the run key matches)."""
     from selectune.core import lora, models
     from selectune.core.digests import table_digest
 

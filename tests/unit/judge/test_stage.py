@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from selectune.config import JudgeConfig
+from selectune.judge.config import JudgeConfig
 from tests.fixtures import DEMO
 
 
@@ -26,8 +26,9 @@ def test_stage_outputs_metrics_and_registered_judge(tiny_model: str, tiny_embedd
 
     from selectune import tracking
     from selectune.data.records import write_parquet
-    from selectune.judge_infer import coverage_curve, load_judge, score_pairs
-    from selectune.judge_stage import judge_stage
+    from selectune.judge.infer import load_judge, score_pairs
+    from selectune.judge.metrics import coverage_curve
+    from selectune.judge.stage import judge_stage
 
     path = str(write_parquet(records, tmp_path / "records.parquet"))
     cfg = _cfg(tiny_model, tiny_embedder)
@@ -89,7 +90,7 @@ def test_stage_outputs_metrics_and_registered_judge(tiny_model: str, tiny_embedd
 
 
 def test_stage_needs_a_model_under_evaluation(tiny_model: str, tiny_embedder: str, tmp_path: Path) -> None:
-    from selectune.judge_stage import judge_stage
+    from selectune.judge.stage import judge_stage
 
     with pytest.raises(ValueError, match="no model under evaluation"):
         judge_stage(_cfg(tiny_model, tiny_embedder), str(tmp_path / "x.parquet"), tmp_path)
@@ -101,8 +102,8 @@ def test_cli_score_best_of_and_answer(tiny_model: str, tiny_embedder: str, recor
     from typer.testing import CliRunner
 
     from selectune.commands.judge import answer_cmd, judge_app
-    from selectune.judge_infer import load_judge, score_pairs
-    from selectune.judge_train import train_judge
+    from selectune.judge.infer import load_judge, score_pairs
+    from selectune.judge.train import train_judge
 
     labels = records.assign(response=records["output"], reference=records["output"], sample=0, digit=6)
     judge_dir = str(train_judge(_cfg(tiny_model, tiny_embedder, max_steps=2), labels, tmp_path / "j").adapter_dir)
@@ -149,7 +150,7 @@ def test_cli_score_best_of_and_answer(tiny_model: str, tiny_embedder: str, recor
 def test_embedded_models_smoke(mlflow_store: str, tmp_path: Path) -> None:
     """smollm2-135m-instruct answers and self-evaluates, minilm-l6 recalibrates, a judge is trained on it."""
     from selectune.data.records import load_records, write_parquet
-    from selectune.judge_stage import judge_stage
+    from selectune.judge.stage import judge_stage
 
     df = load_records(DEMO).records.head(4)
     path = str(write_parquet(df, tmp_path / "demo4.parquet"))

@@ -9,9 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from selectune.config import JudgeConfig
-from selectune.judge import digit_ids, expected_score, make_labels
-from selectune.judge_infer import correlations, coverage_curve, decide
+from selectune.judge.config import JudgeConfig
+from selectune.judge.infer import decide
+from selectune.judge.labels import make_labels
+from selectune.judge.metrics import correlations, coverage_curve
+from selectune.judge.prompts import digit_ids, expected_score
 
 
 def _pairs(records: pd.DataFrame) -> pd.DataFrame:
@@ -23,7 +25,7 @@ def _pairs(records: pd.DataFrame) -> pd.DataFrame:
 def test_selfj_loss_matches_hand_computation() -> None:
     import torch
 
-    from selectune.judge_train import selfj_loss
+    from selectune.judge.train import selfj_loss
 
     ref = np.array([[2.0, 0.5, -1.0, 0.0], [0.1, 0.2, 3.0, -2.0]])
     free = np.array([[0.0, 1.0, 0.5, -0.5], [1.5, -1.0, 0.3, 0.0]])
@@ -80,7 +82,7 @@ def test_digit_ids_are_single_tokens(tiny_model: str) -> None:
 
 
 def test_scores_in_range_and_batched_equals_single(tiny_model: str, records: pd.DataFrame) -> None:
-    from selectune.judge_infer import load_judge, score_pairs
+    from selectune.judge.infer import load_judge, score_pairs
 
     jd = load_judge(tiny_model, "float32")
     pairs = _pairs(records)
@@ -98,8 +100,8 @@ def test_scores_in_range_and_batched_equals_single(tiny_model: str, records: pd.
 
 
 def test_decline_below_threshold_only(tiny_model: str) -> None:
-    from selectune.judge import load_model
-    from selectune.judge_infer import answer, as_judge
+    from selectune.judge.infer import answer, as_judge
+    from selectune.judge.labels import load_model
 
     lm = load_model(tiny_model, dtype="float32")
     first = answer(lm, as_judge(lm), ["What is the capital of France?"], threshold=0.0, max_new_tokens=6)[0]
@@ -113,7 +115,7 @@ def test_decline_below_threshold_only(tiny_model: str) -> None:
 
 
 def test_sampling_is_seeded_and_batch_independent(tiny_model: str, records: pd.DataFrame) -> None:
-    from selectune.judge import load_model, sample_responses
+    from selectune.judge.labels import load_model, sample_responses
 
     lm = load_model(tiny_model, dtype="float32")
     a = sample_responses(lm, records, 2, 1.0, 1.0, 6, seed=3, batch_size=16)
@@ -126,7 +128,7 @@ def test_sampling_is_seeded_and_batch_independent(tiny_model: str, records: pd.D
 
 
 def test_generate_labels_rows(tiny_model: str, tiny_embedder: str, records: pd.DataFrame) -> None:
-    from selectune.judge import generate_labels, load_model
+    from selectune.judge.labels import generate_labels, load_model
 
     cfg = JudgeConfig(n_samples=2, max_new_tokens=6, embedder=tiny_embedder, lambda_cos=0.5)
     labels = generate_labels(records, cfg, load_model(tiny_model, dtype="float32"))
@@ -142,8 +144,8 @@ def test_generate_labels_rows(tiny_model: str, tiny_embedder: str, records: pd.D
 
 
 def test_training_lowers_loss_on_constant_target(tiny_model: str, records: pd.DataFrame, tmp_path: Path) -> None:
-    from selectune.judge_infer import Judge, score_pairs
-    from selectune.judge_train import train_judge
+    from selectune.judge.infer import Judge, score_pairs
+    from selectune.judge.train import train_judge
 
     labels = _pairs(records).assign(id=records["id"], sample=0, digit=7)
     cfg = JudgeConfig(base=tiny_model, max_steps=15, learning_rate=5e-3, warmup_ratio=0.0, batch_size=6,
@@ -167,7 +169,7 @@ def test_training_resumes_after_a_crash(tiny_model: str, records: pd.DataFrame, 
     from safetensors.numpy import load_file
     from transformers import TrainerCallback
 
-    from selectune.judge_train import train_judge
+    from selectune.judge.train import train_judge
 
     class Crash(TrainerCallback):
         def on_step_end(self, args: object, state: object, control: object, **_: object) -> None:

@@ -7,9 +7,7 @@ by the semantic similarity of response and reference:
 
     label = (1 - lambda) * self_eval + lambda * 9 * max(cos(response, reference), 0);  digit = round(label)
 
-The judge prompts paraphrase the official ones (github.com/nusnlp/Self-J, judge.py) and are wrapped in the
-model's own prompt template (Alpaca for base models, the chat template for instruct models), as the official
-trainer wraps them in the Alpaca prompt.
+The judge prompts are in :mod:`selectune.judge.prompts`.
 """
 
 from __future__ import annotations
@@ -22,53 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from selectune.config import JudgeConfig
-from selectune.core.lm import digit_token_ids
-from selectune.core.prompts import adds_special_tokens, join_instruction, pick_template, prompt_ids, prompt_text
-
-WITH_REF = ("Act as a careful, precise judge of answer quality. Rate the answer to the question on a scale from 0 "
-            "to 9, where a higher number means a better answer. Use the reference answer to make your judgement. "
-            "Reply with one integer from 0 to 9.\n\n[Question]\n{question}\n\n[Reference]\n{reference}\n\n"
-            "[Answer]\n{response}")
-REF_FREE = ("Act as a careful, precise judge of answer quality. Rate the answer to the question on a scale from 0 "
-            "to 9, where a higher number means a better answer. Reply with one integer from 0 to 9.\n\n"
-            "[Question]\n{question}\n\n[Answer]\n{response}")
-SENTINEL = "\x00JUDGE\x00"
-
-
-def judge_prompt(instruction: str, input: str | None, response: str, reference: str | None = None) -> str:
-    """The with-reference prompt when ``reference`` is given, else the reference-free one."""
-    q = join_instruction(instruction, input)
-    if reference is None:
-        return REF_FREE.format(question=q, response=response)
-    return WITH_REF.format(question=q, reference=reference, response=response)
-
-
-def digit_ids(tokenizer: Any) -> list[int]:
-    """Vocabulary ids of the single tokens "0".."9" (plain, else with a leading-space marker)."""
-    return digit_token_ids(tokenizer, list("0123456789"), "the digit")
-
-
-def judge_inputs(tokenizer: Any, template: str, instructions: Sequence[str], inputs: Sequence[str | None],
-                 responses: Sequence[str], references: Sequence[str] | None, max_length: int) -> list[list[int]]:
-    """Token ids of the templated judge prompts, ending where the rating digit comes next.
-
-    Over-long prompts keep their head and the template's answer cue (the end of the answer is cut)."""
-    from selectune.core.lm import encode
-
-    refs = references if references is not None else [None] * len(responses)
-    if not len(instructions) == len(inputs) == len(responses) == len(refs):
-        raise ValueError(f"judge_inputs: {len(instructions)} instructions, {len(inputs)} inputs, {len(responses)} "
-                         f"responses, {len(refs)} references; expected equal lengths")
-    tail = prompt_text(template, tokenizer, SENTINEL).split(SENTINEL)[1]
-    texts = [prompt_text(template, tokenizer, judge_prompt(i, x, r, ref))
-             for i, x, r, ref in zip(instructions, inputs, responses, refs, strict=True)]
-    return [e.ids for e in encode(tokenizer, texts, tail, max_length, "right",
-                                  add_special_tokens=adds_special_tokens(template))]
-
-
-def batch_budget(model: Any, max_batch_tokens: int | None) -> int:
-    return max_batch_tokens or (4096 if next(model.parameters()).device.type == "cpu" else 32768)
+from selectune.core.losses import batch_budget
+from selectune.core.prompts import pick_template, prompt_ids
+from selectune.judge.config import JudgeConfig
+from selectune.judge.prompts import digit_ids, expected_score, judge_inputs
 
 
 def digit_probs(model: Any, tokenizer: Any, seqs: Sequence[Sequence[int]], batch_size: int = 16,
@@ -83,15 +38,10 @@ def digit_probs(model: Any, tokenizer: Any, seqs: Sequence[Sequence[int]], batch
         return out
     with tqdm(total=len(seqs), desc=desc, unit="prompt", leave=False) as bar:
         for rows, probs in iter_last_token_probs(model, tokenizer, seqs, digit_ids(tokenizer), batch_size,
-                                                 batch_budget(model, max_batch_tokens), progress=bar):
+                                                 batch_budget(model, max_batch_tokens, 4096), progress=bar):
             out[rows] = probs
     total = out.sum(1, keepdims=True)
     return np.where(total > 0, out / np.where(total > 0, total, 1), 0.1)  # all ten underflowed: uniform
-
-
-def expected_score(probs: np.ndarray) -> np.ndarray:
-    """Expected digit, in [0, 9]."""
-    return np.asarray(probs, dtype=float) @ np.arange(10)
 
 
 def make_labels(self_eval: np.ndarray, cosine: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from selectune import tracking
-from selectune.config import JudgeConfig
 from selectune.core.digests import file_digest
+from selectune.judge.config import JudgeConfig
 from selectune.stage import StageResult, run_stage
 
 PAIR_COLUMNS = ["id", "sample", "instruction", "input", "response", "reference"]
@@ -64,7 +64,7 @@ def response_perplexity(lm: object, pairs: pd.DataFrame, cfg: JudgeConfig) -> np
 
 
 def _corr_metrics(prefix: str, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    from selectune.judge_infer import correlations
+    from selectune.judge.metrics import correlations
 
     ok = np.isfinite(x) & np.isfinite(y)
     pearson, spearman = correlations(x[ok], y[ok])
@@ -95,10 +95,13 @@ def judge_stage(cfg: JudgeConfig, records: str | Path, run_dir: str | Path, pare
               "base": models.fingerprint(cfg.base), "embedder": models.fingerprint(cfg.embedder)}
 
     def body(out: Path) -> tuple[JudgeOutputs, dict[str, float]]:
-        from selectune import judge, judge_infer, judge_train
         from selectune.core import metrics
         from selectune.core.settings import device, resolve_dtype
         from selectune.data.records import load_records, split, write_parquet
+        from selectune.judge import infer as judge_infer
+        from selectune.judge import labels as judge
+        from selectune.judge import train as judge_train
+        from selectune.judge.metrics import coverage_curve, coverage_figure
 
         df = load_records(records).records
         if len(df) < 2:
@@ -137,10 +140,10 @@ def judge_stage(cfg: JudgeConfig, records: str | Path, run_dir: str | Path, pare
         m.update(_corr_metrics("judge.with_ref", table["judge_score_with_ref"].to_numpy(), y))
         for name in ("length", "cosine", "base_self_eval", "perplexity"):
             m.update(_corr_metrics(f"judge.baseline.{name}", table[name].to_numpy(dtype=float), y))
-        _, _, auc = judge_infer.coverage_curve(table["judge_score"], y)
+        _, _, auc = coverage_curve(table["judge_score"], y)
         answered = table["judge_score"] >= cfg.threshold
         m.update({"judge.mean_score": round(float(table["judge_score"].mean()), 4), "judge.coverage_auc": round(auc, 4),
-                  "judge.coverage_auc_oracle": round(judge_infer.coverage_curve(y, y)[2], 4),
+                  "judge.coverage_auc_oracle": round(coverage_curve(y, y)[2], 4),
                   "judge.coverage_auc_random": round(float(y.mean()), 4),
                   "judge.answered_at_threshold": round(float(answered.mean()), 4),
                   "judge.label_mean": round(float(labels["label"].mean()), 4), "judge.labels": len(labels),
@@ -158,7 +161,7 @@ def judge_stage(cfg: JudgeConfig, records: str | Path, run_dir: str | Path, pare
             for col in ("judge_output_score", "base_output_score"):
                 if (auroc := metrics.label_auroc(own, col)) is not None:
                     m[f"judge.auroc.{col}"] = round(auroc, 4)
-        fig = judge_infer.coverage_figure(table["judge_score"].to_numpy(), y, cfg.threshold)
+        fig = coverage_figure(table["judge_score"].to_numpy(), y, cfg.threshold)
         fig.savefig(out / "coverage.png", dpi=100)
         model_uri = _log(cfg, ref, inputs, labels, labels_path, table, fig, res, m) if parent_run_id else None
         return JudgeOutputs(labels_path, res.adapter_dir, eval_path, out / "coverage.png", model_uri), m
