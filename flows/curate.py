@@ -15,7 +15,6 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import deployment, flow_run
 
-from selectune import tracking
 from selectune.config import (
     DataConfig,
     JudgeConfig,
@@ -29,6 +28,7 @@ from selectune.config import (
 from selectune.core.rundir import locked
 from selectune.core.settings import disable_telemetry
 from selectune.stage import StageResult
+from selectune.tracking import runs
 from tasks.judge import judge_task
 from tasks.load import load_task
 from tasks.recycle import recycle_task
@@ -64,7 +64,8 @@ def curate(
     import mlflow
 
     from selectune.data.records import subset_digest
-    from selectune.pipeline import retrain_needed, top_part
+    from selectune.pipeline import top_part
+    from selectune.tracking.registry import retrain_needed
 
     cfg = PipelineConfig(data=data, selectit=selectit, reflection=reflection, selection=selection, tune=tune,
                          judge=judge, scale=scale, run_dir=run_dir, experiment=experiment)
@@ -79,12 +80,12 @@ def curate(
     out = Path(run_dir or f"runs/{datetime.now():%Y%m%d-%H%M%S}-{flow_run.name or 'local'}").resolve()
     start = time.perf_counter()
     with locked(out):
-        exp_id = tracking.setup(experiment)
+        exp_id = runs.setup(experiment)
         tags = {"prefect.flow_run_id": str(flow_run.id or ""), "prefect.flow_run_name": str(flow_run.name or ""),
                 "prefect.deployment_id": str(deployment.id or ""), "selectune.run_dir": str(out)}
         with mlflow.start_run(run_name=f"curate-{flow_run.name or out.name}", tags=tags) as parent:
             pid, rd = parent.info.run_id, str(out)
-            mlflow.log_params(tracking.clean_params(tracking.flatten(cfg.model_dump(mode="json"))))
+            mlflow.log_params(runs.clean_params(runs.flatten(cfg.model_dump(mode="json"))))
             stages = [loaded := load_task(data, rd, pid)]
             records = loaded.outputs.records
             if reflection.enabled and reflection.order == "before_scoring":

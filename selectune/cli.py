@@ -216,7 +216,7 @@ def compare_cmd(run_ids: Annotated[list[str] | None, typer.Argument(help="MLflow
                 html: Annotated[Path, typer.Option(help="HTML report with plots")] = Path("compare.html")) -> None:
     """Pipeline runs side by side (strategy, subset, scorers, held-out loss, judge, time, teacher cost)."""
     disable_telemetry()
-    from selectune.compare import collect, html_report, text_table
+    from selectune.tracking.compare import collect, html_report, text_table
 
     try:
         df = collect(run_ids, experiment)

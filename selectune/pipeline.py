@@ -18,23 +18,3 @@ def top_part(scored: str | Path, fraction: float, path: Path) -> str:
     n = max(1, int(len(df) * fraction + 1e-9))
     keep = [c for c in df.columns if not c.startswith("selectit")]
     return str(write_parquet(df.head(n)[keep].reset_index(drop=True), path))
-
-
-def retrain_needed(model_name: str | None, digest: str) -> str | None:
-    """Why the tuning stage must run, or None when the latest registered version was trained on this subset."""
-    if not model_name:
-        return "no registry name: always train"
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    try:
-        versions = MlflowClient().search_model_versions(f"name = '{model_name}'", order_by=["version_number DESC"],
-                                                        max_results=1)
-    except MlflowException:
-        return f"no registered model {model_name!r} yet"
-    if not versions:
-        return f"no registered model {model_name!r} yet"
-    last = versions[0]
-    if last.tags.get("selectune.selected_digest") != digest:
-        return f"selected subset changed since {model_name} v{last.version}"
-    return None

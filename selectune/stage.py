@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, TypeAdapter
 
-from selectune import tracking
+from selectune.tracking import runs
 
 MANIFEST = "manifest.json"
 Outputs = TypeVar("Outputs")  # a stage's outputs dataclass
@@ -78,9 +78,9 @@ def run_stage(name: str, run_dir: str | Path, config: BaseModel, inputs: dict[st
         if run is not None:
             import mlflow
 
-            params = {f"{name}.{k}": v for k, v in tracking.flatten(config.model_dump(mode="json")).items()}
+            params = {f"{name}.{k}": v for k, v in runs.flatten(config.model_dump(mode="json")).items()}
             params.update({f"{name}.input.{k}": v for k, v in inputs.items()})
-            mlflow.log_params(tracking.clean_params({**params, **(extra_params or {})}))
+            mlflow.log_params(runs.clean_params({**params, **(extra_params or {})}))
         if skipped:
             outputs, metrics = adapter.validate_python(manifest["outputs"]), manifest["metrics"]  # type: ignore[index]
         else:

@@ -21,9 +21,9 @@ def run_tracked(kind: str, data: str, output: Path, experiment: str, stage: Call
         fail(f"--data {data}: no such file or folder")
     import mlflow
 
-    from selectune import tracking
+    from selectune.tracking import runs
 
-    tracking.setup(experiment)
+    runs.setup(experiment)
     output.mkdir(parents=True, exist_ok=True)
     with mlflow.start_run(run_name=f"{kind}-{output.resolve().name}", tags={"selectune.run_dir": str(output)}) as run:
         try:

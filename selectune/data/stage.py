@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from selectune import tracking
 from selectune.core.digests import file_digest
 from selectune.data.config import DataConfig
 from selectune.data.records import load_records, write_parquet, write_rejections
 from selectune.stage import StageResult, run_stage
+from selectune.tracking import runs
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ def load_stage(cfg: DataConfig, run_dir: str | Path, parent_run_id: str | None =
             res.duplicates.to_json(duplicates, orient="records", lines=True, force_ascii=False)
         outputs = LoadOutputs(write_parquet(df, out / "records.parquet"), rejected, duplicates)
         if parent_run_id:
-            tracking.log_dataset(df, cfg.input, "records", "input")
+            runs.log_dataset(df, cfg.input, "records", "input")
         return outputs, {"rows_read": res.rows_read, "records_out": len(df), "rejected": len(res.rejected),
                          "duplicates": len(res.duplicates)}
 

@@ -82,7 +82,7 @@ def load_model(ref: str, template: str = "auto", dtype: str | None = None, devic
     from selectune.core.lora import load_adapter, read_meta
     from selectune.core.settings import device as best_device
     from selectune.core.settings import resolve_dtype
-    from selectune.tracking import adapter_folder
+    from selectune.tracking.registry import adapter_folder
 
     dev = device or best_device()
     folder = adapter_folder(ref)

@@ -18,33 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from selectune import tracking
 from selectune.core.digests import file_digest
 from selectune.judge.config import JudgeConfig
 from selectune.stage import StageResult, run_stage
+from selectune.tracking import runs
+from selectune.tracking.registry import model_digest
 
 PAIR_COLUMNS = ["id", "sample", "instruction", "input", "response", "reference"]
-
-
-def resolve_ref(ref: str) -> str:
-    """``models:/NAME/latest`` pinned to its newest version number; any other reference unchanged."""
-    if not (ref.startswith("models:/") and ref.endswith("/latest")):
-        return ref
-    from mlflow.tracking import MlflowClient
-
-    name = ref[len("models:/") : -len("/latest")]
-    versions = MlflowClient().search_model_versions(f"name='{name}'")
-    if not versions:
-        raise ValueError(f"{ref}: no registered versions of model {name!r}")
-    return f"models:/{name}/{max(int(v.version) for v in versions)}"
-
-
-def model_digest(ref: str) -> str:
-    """Identity of a model reference: the registry URI (``latest`` pinned), else the content fingerprint."""
-    from selectune.core import models
-
-    ref = resolve_ref(ref)
-    return ref if ref.startswith(("models:/", "runs:/")) else models.fingerprint(ref)
 
 
 def response_perplexity(lm: object, pairs: pd.DataFrame, cfg: JudgeConfig) -> np.ndarray:
@@ -175,14 +155,14 @@ def _log(cfg: JudgeConfig, ref: str, inputs: dict[str, str], labels: pd.DataFram
     """Dataset, table, figure and adapter into the active (stage) run; the Model Registry entry."""
     import mlflow
 
-    digest = tracking.log_dataset(labels, labels_path, "judge_labels", "training",
+    digest = runs.log_dataset(labels, labels_path, "judge_labels", "training",
                                   ["id", "sample", "response", "digit"])
     mlflow.log_table(table, "judge/eval.json")
-    tracking.log_figure(fig, "judge/coverage.png")
+    runs.log_figure(fig, "judge/coverage.png")
     mlflow.log_artifacts(str(res.adapter_dir), "judge_adapter")
     if not cfg.register_as:
         return None
-    from selectune import registry
+    from selectune.tracking import registry
 
     tags = {"selectune.kind": "self-j-judge", "selectune.base": cfg.base, "selectune.base_fingerprint": inputs["base"],
             "selectune.label_digest": digest, "selectune.model_under_eval": ref,

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from selectune import tracking
 from selectune.core import plots
 from selectune.core.digests import file_digest
 from selectune.reflection.config import ReflectionConfig
 from selectune.reflection.recycle import recycle, write_outputs
 from selectune.stage import StageResult, run_stage
+from selectune.tracking import runs
 
 
 @dataclass(frozen=True)
@@ -36,12 +36,12 @@ def recycle_stage(cfg: ReflectionConfig, records: str | Path, run_dir: str | Pat
         res = recycle(pd.read_parquet(records), cfg, api_key=api_key)
         outputs = RecycleOutputs(**write_outputs(res, out))
         if parent_run_id:
-            tracking.log_dataset(res.recycled, outputs.recycled, "recycled", "recycled", ["id", "decision"])
+            runs.log_dataset(res.recycled, outputs.recycled, "recycled", "recycled", ["id", "decision"])
             if len(res.scores):
                 for col, cut, name in (("ifd", cfg.ifd_max, "IFD"), ("rifd", cfg.rifd_max, "r-IFD")):
                     fig = plots.score_histogram(res.scores[col], cut, f"{name} per variant",
                                                 labels=res.scores["variant"], xlabel=name)
-                    tracking.log_figure(fig, f"recycle_{col}_hist.png")
+                    runs.log_figure(fig, f"recycle_{col}_hist.png")
         return outputs, res.metrics
 
     return run_stage("recycle", run_dir, cfg, inputs, body, RecycleOutputs, parent_run_id)

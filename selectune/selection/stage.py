@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from selectune import tracking
 from selectune.core import metrics, plots
 from selectune.core.digests import file_digest
 from selectune.data.records import export_alpaca, write_parquet
 from selectune.selection.config import SelectionConfig
 from selectune.selection.select import SelectionResult, select_records
 from selectune.stage import StageResult, run_stage
+from selectune.tracking import runs
 
 DECISIONS = ("selected", "below_cut", "score_missing", "too_short", "too_long", "quota_full", "too_similar")
 
@@ -37,7 +37,7 @@ def select_stage(cfg: SelectionConfig, scored: str | Path, run_dir: str | Path,
         inputs["embedder"] = fingerprint(cfg.embedder)
     judge = None
     if cfg.judge:
-        from selectune.judge.stage import model_digest, resolve_ref
+        from selectune.tracking.registry import model_digest, resolve_ref
 
         judge = resolve_ref(cfg.judge)  # a later registered version must not reuse this stage's output
         inputs["judge"] = model_digest(judge)
@@ -109,27 +109,27 @@ def log_selection(res: SelectionResult, cfg: SelectionConfig, selected_path: str
     import mlflow
 
     t, sel = res.table, res.selected
-    tracking.log_dataset(sel, selected_path, "selected", "training")
+    runs.log_dataset(sel, selected_path, "selected", "training")
     cols = ["id", "rank", "selection_score", "selected", "decision", "decision_reason"]
     mlflow.log_table(t[cols], "selection.json")
     name, col = _score_name(cfg), "selection_score"
     if cfg.strategy in ("random", "full") and cfg.by in t.columns and pd.api.types.is_numeric_dtype(t[cfg.by]):
         name, col = cfg.by, cfg.by  # baselines: show where they fall on the usual score
-    tracking.log_figure(plots.score_histogram(t[col], res.cut_value, f"{name} with the selection cut",
+    runs.log_figure(plots.score_histogram(t[col], res.cut_value, f"{name} with the selection cut",
                                               labels=t.get("label"), xlabel=name), "selection_cut.png")
     columns = {name: col} if t[col].notna().any() else {}
     if cfg.strategy == "combined":
         columns.update({c: c for c in cfg.weights or {}})
     for label, c in columns.items():
-        tracking.log_figure(plots.before_after_histogram(t[c], sel[c], f"{label}: all vs selected", xlabel=label),
+        runs.log_figure(plots.before_after_histogram(t[c], sel[c], f"{label}: all vs selected", xlabel=label),
                             f"score_before_after.{label}.png")
     if "output" in t.columns:
         lengths, sel_lengths = t["output"].fillna("").str.len(), sel["output"].fillna("").str.len()
-        tracking.log_figure(plots.before_after_histogram(lengths, sel_lengths, "response length: all vs selected",
+        runs.log_figure(plots.before_after_histogram(lengths, sel_lengths, "response length: all vs selected",
                                                          xlabel="response length (characters)"),
                             "length_before_after.png")
-        tracking.log_figure(plots.score_vs_length(t[col], lengths, t["selected"],
+        runs.log_figure(plots.score_vs_length(t[col], lengths, t["selected"],
                                                   f"{name} vs response length"), "score_vs_length.png")
     if cfg.category_column in t.columns:
-        tracking.log_figure(plots.category_mix(t[cfg.category_column], sel[cfg.category_column],
+        runs.log_figure(plots.category_mix(t[cfg.category_column], sel[cfg.category_column],
                                                f"{cfg.category_column} mix: all vs selected"), "category_mix.png")

@@ -11,12 +11,12 @@ from typing import Any
 
 import pandas as pd
 
-from selectune import tracking
 from selectune.core import metrics, plots
 from selectune.core.digests import file_digest
 from selectune.data.records import write_parquet
 from selectune.selectit.config import SelectITConfig
 from selectune.stage import StageResult, run_stage, stage_key
+from selectune.tracking import runs
 
 # (records, stage dir, stage key) -> (scored table, metrics, shard folder or None)
 Scorer = Callable[[Path, Path, str], tuple[pd.DataFrame, dict[str, float], Path | None]]
@@ -72,8 +72,8 @@ def log_scores(table: pd.DataFrame, path: Path) -> None:
     """Into the active MLflow run: the scored dataset, the score histogram and the per-record score table."""
     import mlflow
 
-    tracking.log_dataset(table, path, "scored", "scored", ["id", "selectit_score"])
-    tracking.log_figure(plots.score_histogram(table["selectit_score"], None, "SelectIT scores",
+    runs.log_dataset(table, path, "scored", "scored", ["id", "selectit_score"])
+    runs.log_figure(plots.score_histogram(table["selectit_score"], None, "SelectIT scores",
                                               labels=table.get("label")), "selectit_hist.png")
     cols = ["id", "selectit_score", "selectit_base_rating"] + [c for c in table.columns
                                                                 if c.startswith("selectit_sentence.")]

@@ -6,10 +6,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from selectune import tracking
 from selectune.core.digests import file_digest
 from selectune.data.records import subset_digest
 from selectune.stage import StageResult, run_stage
+from selectune.tracking import runs
 from selectune.tuning.config import TuneConfig
 
 
@@ -45,16 +45,16 @@ def tune_stage(cfg: TuneConfig, selected: str | Path, run_dir: str | Path, paren
             import mlflow
 
             digest = dataset_digest or subset_digest(selected)
-            tracking.log_dataset(res.train, selected, "tune_train", "training")
+            runs.log_dataset(res.train, selected, "tune_train", "training")
             if len(res.heldout):
-                tracking.log_dataset(res.heldout, cfg.heldout or selected, "tune_heldout", "evaluation")
-            mlflow.log_params(tracking.clean_params({"tune.template_used": res.template,
+                runs.log_dataset(res.heldout, cfg.heldout or selected, "tune_heldout", "evaluation")
+            mlflow.log_params(runs.clean_params({"tune.template_used": res.template,
                                                      "tune.target_modules_used": ",".join(res.target_modules)}))
             mlflow.log_artifacts(str(res.adapter_dir), "adapter")
             if len(ev.table):
                 mlflow.log_table(ev.table, "eval/generations.json")
             if cfg.register_as:
-                from selectune import registry
+                from selectune.tracking import registry
 
                 tags = {"selectune.base": cfg.base, "selectune.base_fingerprint": inputs["base"],
                         "selectune.selected_digest": digest, "selectune.data_path": str(Path(selected).resolve()),

@@ -24,15 +24,15 @@ def test_stage_outputs_metrics_and_registered_judge(tiny_model: str, tiny_embedd
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from selectune import tracking
     from selectune.data.records import write_parquet
     from selectune.judge.infer import load_judge, score_pairs
     from selectune.judge.metrics import coverage_curve
     from selectune.judge.stage import judge_stage
+    from selectune.tracking import runs
 
     path = str(write_parquet(records, tmp_path / "records.parquet"))
     cfg = _cfg(tiny_model, tiny_embedder)
-    tracking.setup("judge-test")
+    runs.setup("judge-test")
     with mlflow.start_run() as parent:
         res = judge_stage(cfg, path, tmp_path / "run", parent.info.run_id, model_under_eval=tiny_model)
     out = Path(res.dir)

@@ -60,14 +60,14 @@ def test_recycle_stage_scripted_server(env: Path, tiny_model: str, records: pd.D
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from selectune import tracking
     from selectune.reflection.ifd import ifd_scores
     from selectune.reflection.stage import recycle_stage
+    from selectune.tracking import runs
 
     failing = [response_messages(*records.iloc[i][["instruction", "input", "output"]])[1]["content"] for i in (2, 4)]
     with FakeOpenAI({"faults": [{"kind": "500", "match": p} for p in failing]}, reply=scripted) as srv:
         cfg = openai_cfg(srv.url, tiny_model)
-        tracking.setup("recycle-test")
+        runs.setup("recycle-test")
         with mlflow.start_run() as parent:
             res = recycle_stage(cfg, str(env), env.parent / "run", parent.info.run_id)
         again = recycle_stage(cfg, str(env), env.parent / "run")

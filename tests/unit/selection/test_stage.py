@@ -30,13 +30,13 @@ def test_stage_writes_files_and_logs_metrics_and_figures(tiny_embedder: str, mlf
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from selectune import tracking
     from selectune.selection.stage import DECISIONS, select_stage
+    from selectune.tracking import runs
 
     monkeypatch.setenv("SELECTUNE_HOME", str(tmp_path / "home"))
     scored = str(scored_demo(tmp_path))
     cfg = SelectionConfig(top_k=20, min_chars=20, quotas={"math": 3}, diversity_threshold=0.995, embedder=tiny_embedder)
-    tracking.setup("select-test")
+    runs.setup("select-test")
     with mlflow.start_run() as parent:
         res = select_stage(cfg, scored, tmp_path / "run", parent.info.run_id)
     out = Path(res.dir)

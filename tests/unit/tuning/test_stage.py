@@ -20,8 +20,8 @@ def test_tune_command_stage_and_registry(tiny_model: str, records: pd.DataFrame,
     import mlflow
     from transformers import AutoTokenizer
 
-    from selectune import registry
     from selectune.data.records import split, subset_digest
+    from selectune.tracking import registry
     from selectune.tuning import data as sft_data
     from selectune.tuning.config import TuneConfig
     from selectune.tuning.stage import tune_stage

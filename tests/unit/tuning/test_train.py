@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
-from selectune import registry
 from selectune.core import lora, prompts
+from selectune.tracking import registry
 from selectune.tuning import data as sft_data
 from selectune.tuning import evaluate
 from selectune.tuning import train as sft
@@ -128,9 +128,9 @@ def test_evaluation_equals_direct_computation(trained: sft.TrainResult, tiny_mod
 def test_registry_round_trip(trained: sft.TrainResult, mlflow_store: str) -> None:
     import mlflow
 
-    from selectune import tracking
+    from selectune.tracking import runs
 
-    tracking.setup("test")
+    runs.setup("test")
     with mlflow.start_run():
         uri = registry.log_and_register(trained.adapter_dir, "tiny-sft", {"selectune.base": "tiny"})
     assert uri == "models:/tiny-sft/1"

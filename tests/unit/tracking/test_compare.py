@@ -26,9 +26,9 @@ def _pipeline_run(name: str, strategy: str, selected: int, loss: float | None, s
 
 
 def test_compare_by_ids_and_experiment(mlflow_store, tmp_path: Path) -> None:
-    from selectune import compare, tracking
+    from selectune.tracking import compare, runs
 
-    tracking.setup("cmp")
+    runs.setup("cmp")
     a = _pipeline_run("top", "top", 30, 1.25, 61.0)
     b = _pipeline_run("random", "random", 30, 1.5, 58.0)
     by_exp = compare.collect(experiment="cmp")
@@ -45,9 +45,9 @@ def test_compare_by_ids_and_experiment(mlflow_store, tmp_path: Path) -> None:
 
 
 def test_compare_cli(mlflow_store, tmp_path: Path) -> None:
-    from selectune import tracking
+    from selectune.tracking import runs
 
-    tracking.setup("cmp-cli")
+    runs.setup("cmp-cli")
     _pipeline_run("one", "top", 10, None, 5.0)
     out = tmp_path / "report.html"
     res = CliRunner().invoke(app, ["compare", "--experiment", "cmp-cli", "--html", str(out)])

@@ -68,16 +68,16 @@ def collect(run_ids: list[str] | None = None, experiment: str | None = None) -> 
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from selectune import tracking
+    from selectune.tracking import runs
 
-    mlflow.set_tracking_uri(tracking.tracking_uri())
+    mlflow.set_tracking_uri(runs.tracking_uri())
     client = MlflowClient()
     if run_ids:
         runs = [client.get_run(r) for r in run_ids]
     elif experiment:
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
-            raise ValueError(f"no MLflow experiment named {experiment!r} in {tracking.tracking_uri()}")
+            raise ValueError(f"no MLflow experiment named {experiment!r} in {runs.tracking_uri()}")
         runs = [r for r in client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"],
                                               max_results=500)
                 if "mlflow.parentRunId" not in r.data.tags]

@@ -1,4 +1,5 @@
-"""MLflow helpers: a local SQLite store by default, dataset digests, figures and tables."""
+"""MLflow runs: a local SQLite store by default (artifacts beside it), parameters, datasets with our own content
+digests, figures."""
 
 from __future__ import annotations
 
@@ -90,23 +91,6 @@ def log_figure(fig: Any, artifact_file: str) -> None:
 def clean_params(params: dict[str, Any]) -> dict[str, str]:
     """MLflow params are strings of at most 6000 characters; None becomes an empty string."""
     return {k: ("" if v is None else str(v))[:6000] for k, v in params.items()}
-
-
-def adapter_folder(ref: str) -> Path | None:
-    """Local selectune adapter folder of an adapter path or an MLflow model URI (downloaded); None for anything
-    else (an alias, a model folder, a hub id)."""
-    from selectune.core.lora import META
-
-    if ref.startswith(("models:/", "runs:/")):
-        import mlflow
-
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref))
-        found = sorted(p.parent for p in local.rglob(META))
-        if not found:
-            raise FileNotFoundError(f"{ref}: no selectune adapter ({META}) among the model's artifacts")
-        return found[0]
-    path = Path(ref).expanduser()
-    return path if (path / META).is_file() else None
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, object]:

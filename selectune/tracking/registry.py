@@ -1,0 +1,108 @@
+"""The MLflow Model Registry: adapters logged and registered with lineage tags, model references resolved
+(``models:/NAME/latest`` pinned to a version), identities for stage keys, and the retraining decision.
+
+A PEFT model from a locally built base does not round-trip through ``mlflow.transformers``, so the registry
+holds the adapter folder (safetensors + tokenizer + ``selectune.json``) as the artifact of a pyfunc model
+(:mod:`selectune.tracking.adapter_model`), and :func:`load` rebuilds the model from the recorded base.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+from selectune.core.lora import META, load_adapter
+
+
+def log_and_register(adapter_dir: str | Path, name: str, tags: dict[str, str]) -> str:
+    """Log the adapter as a pyfunc model in the active run, register it as ``name``, tag the version;
+    returns ``models:/name/version``."""
+    import mlflow
+    import peft
+    import torch
+    import transformers
+    from mlflow.models import ModelSignature
+    from mlflow.tracking import MlflowClient
+    from mlflow.types import ColSpec, Schema
+
+    from selectune.tracking.adapter_model import AdapterModel
+
+    reqs = [f"torch=={torch.__version__.split('+')[0]}", f"transformers=={transformers.__version__}",
+            f"peft=={peft.__version__}", "safetensors"]
+    signature = ModelSignature(Schema([ColSpec("string", "instruction"), ColSpec("string", "input", required=False)]),
+                               Schema([ColSpec("string")]))
+    with warnings.catch_warnings():  # no input example: MLflow would load the model to validate it
+        warnings.filterwarnings("ignore", message=".*input example", category=UserWarning)
+        info = mlflow.pyfunc.log_model(name="model", python_model=AdapterModel(),
+                                       artifacts={"adapter": str(adapter_dir)}, registered_model_name=name,
+                                       pip_requirements=reqs, signature=signature)
+    version = info.registered_model_version
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, str(value))
+    return f"models:/{name}/{version}"
+
+
+def load(uri: str, device: str = "cpu", dtype: str | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) from ``models:/NAME/VERSION`` (or any MLflow model URI) or a local adapter folder."""
+    folder = adapter_folder(uri)
+    if folder is None:
+        raise FileNotFoundError(f"{uri}: not a selectune adapter folder or MLflow model URI")
+    return load_adapter(folder, device, dtype)
+
+
+def adapter_folder(ref: str) -> Path | None:
+    """Local selectune adapter folder of an adapter path or an MLflow model URI (downloaded); None for anything
+    else (an alias, a model folder, a hub id)."""
+    if ref.startswith(("models:/", "runs:/")):
+        import mlflow
+
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref))
+        found = sorted(p.parent for p in local.rglob(META))
+        if not found:
+            raise FileNotFoundError(f"{ref}: no selectune adapter ({META}) among the model's artifacts")
+        return found[0]
+    path = Path(ref).expanduser()
+    return path if (path / META).is_file() else None
+
+
+def resolve_ref(ref: str) -> str:
+    """``models:/NAME/latest`` pinned to its newest version number; any other reference unchanged."""
+    if not (ref.startswith("models:/") and ref.endswith("/latest")):
+        return ref
+    from mlflow.tracking import MlflowClient
+
+    name = ref[len("models:/") : -len("/latest")]
+    versions = MlflowClient().search_model_versions(f"name='{name}'")
+    if not versions:
+        raise ValueError(f"{ref}: no registered versions of model {name!r}")
+    return f"models:/{name}/{max(int(v.version) for v in versions)}"
+
+
+def model_digest(ref: str) -> str:
+    """Identity of a model reference: the registry URI (``latest`` pinned), else the content fingerprint."""
+    from selectune.core import models
+
+    ref = resolve_ref(ref)
+    return ref if ref.startswith(("models:/", "runs:/")) else models.fingerprint(ref)
+
+
+def retrain_needed(model_name: str | None, digest: str) -> str | None:
+    """Why the tuning stage must run, or None when the latest registered version was trained on this subset."""
+    if not model_name:
+        return "no registry name: always train"
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        versions = MlflowClient().search_model_versions(f"name = '{model_name}'", order_by=["version_number DESC"],
+                                                        max_results=1)
+    except MlflowException:
+        return f"no registered model {model_name!r} yet"
+    if not versions:
+        return f"no registered model {model_name!r} yet"
+    last = versions[0]
+    if last.tags.get("selectune.selected_digest") != digest:
+        return f"selected subset changed since {model_name} v{last.version}"
+    return None
