@@ -1,4 +1,6 @@
-"""One typed config per stage, with the papers' defaults and help text; a pipeline config holds them all."""
+"""The pipeline's config: every stage's config together (a YAML recipe, the Prefect form), the scale-out settings,
+and the readers of recipes. Each stage's own config lives in its subpackage (``selectune/<stage>/config.py``) and
+is importable from here too."""
 
 from __future__ import annotations
 
@@ -11,11 +13,13 @@ from pydantic import BaseModel, Field
 from selectune.core.config import Config
 from selectune.data.config import DataConfig
 from selectune.judge.config import JudgeConfig
-from selectune.reflection.config import IFDConfig, ReflectionConfig, TeacherConfig  # noqa: F401
+from selectune.reflection.config import IFDConfig, ReflectionConfig, TeacherConfig
 from selectune.selection.config import SelectionConfig
 from selectune.selectit.config import SelectITConfig
 from selectune.tuning.config import TuneConfig
 
+__all__ = ["DataConfig", "IFDConfig", "JudgeConfig", "PipelineConfig", "ReflectionConfig", "ScaleConfig",
+           "SelectITConfig", "SelectionConfig", "TeacherConfig", "TuneConfig", "load_config", "load_stage_config"]
 C = TypeVar("C", bound=BaseModel)
 
 

@@ -1,5 +1,6 @@
-"""Prefect task: load and validate the instruction dataset."""
+"""Prefect task: load and validate the instruction dataset (stage 0)."""
 
+from pathlib import Path
 from typing import Any
 
 from prefect import task
@@ -16,8 +17,7 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
     return not isinstance(state.result(raise_on_failure=False), DataValidationError)
 
 
-# Idempotency comes from the stage manifest, not Prefect's result cache: the outputs are files in the
-# run directory and a repeated run must still log its MLflow child run.
-@task(name="load", retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=_transient, cache_policy=NO_CACHE)
-def load_task(cfg: DataConfig, run_dir: str, parent_run_id: str | None = None) -> StageResult[LoadOutputs]:
+@task(name="load", task_run_name="load", tags={"selectune"}, retries=2, retry_delay_seconds=[5, 30],
+      retry_condition_fn=_transient, cache_policy=NO_CACHE)
+def load_task(cfg: DataConfig, run_dir: str | Path, parent_run_id: str | None = None) -> StageResult[LoadOutputs]:
     return load_stage(cfg, run_dir, parent_run_id)

@@ -1,4 +1,6 @@
-"""Prefect task: SelectIT scoring (stage 1)."""
+"""Prefect task: SelectIT scoring (stage 1). Sharded scoring on Dask / Ray is the subflow in flows/sharded.py."""
+
+from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -8,9 +10,7 @@ from selectune.selectit.stage import ScoreOutputs, score_stage
 from selectune.stage import StageResult
 
 
-# Local model work: failures are deterministic, so no retries. The rating cache and the stage
-# manifest make a re-run resume instead of recomputing.
-@task(name="selectit-score", cache_policy=NO_CACHE)
-def score_task(cfg: SelectITConfig, records: str, run_dir: str, parent_run_id: str | None = None,
+@task(name="selectit", task_run_name="{stage}", tags={"selectune", "selectune-model"}, cache_policy=NO_CACHE)
+def score_task(cfg: SelectITConfig, records: str | Path, run_dir: str | Path, parent_run_id: str | None = None,
                stage: str = "selectit") -> StageResult[ScoreOutputs]:
     return score_stage(cfg, records, run_dir, parent_run_id, stage)

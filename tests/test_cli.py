@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner, Result
 
-from selectune.cli import app
+from selectune.cli.main import app
 
 ALIASES = ("gemma-3-270m", "smollm2-135m-instruct", "minilm-l6")
 SCORED_LINE = re.compile(r"scored (\d+) records -> .*\(cache hits (\d+), computed (\d+) ratings\)")
@@ -322,10 +322,10 @@ def test_help_lists_commands() -> None:
 
 
 def test_cli_import_and_help_stay_light() -> None:
-    code = ("import sys, selectune.cli\n"
+    code = ("import sys, selectune.cli.main\n"
             "print('torch' in sys.modules, 'transformers' in sys.modules)\n"
             "from typer.testing import CliRunner\n"
-            "r = CliRunner().invoke(selectune.cli.app, ['--help'])\n"
+            "r = CliRunner().invoke(selectune.cli.main.app, ['--help'])\n"
             "print(r.exit_code, 'torch' in sys.modules, 'transformers' in sys.modules)\n")
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

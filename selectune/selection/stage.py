@@ -43,27 +43,35 @@ def select_stage(cfg: SelectionConfig, scored: str | Path, run_dir: str | Path,
         inputs["judge"] = model_digest(judge)
 
     def body(out: Path) -> tuple[SelectOutputs, dict[str, float]]:
-        df = pd.read_parquet(scored)
-        m: dict[str, float] = {"records_in": len(df)}
-        vectors = None
-        if judge:
-            df, m["judge_seconds"] = judge_records(df, judge)
-        if cfg.diversity_threshold is not None:
-            from selectune.selection.diversity import embed_records
-
-            emb = embed_records(df, cfg.embedder)
-            vectors = emb.vectors
-            m.update({"embedded_new": emb.n_new, "embed_seconds": round(emb.seconds, 3)})
-        res = select_records(df, cfg, vectors)
-        outputs = SelectOutputs(write_parquet(res.table, out / "selection.parquet"),
-                                write_parquet(res.selected, out / "selected.parquet"),
-                                export_alpaca(res.selected, out / "selected_alpaca.json"))
-        m.update(stage_metrics(res, cfg))
+        res, outputs, m = select_file(cfg, scored, out, judge)
         if parent_run_id:
             log_selection(res, cfg, str(outputs.selected))
         return outputs, m
 
     return run_stage("select", run_dir, cfg, inputs, body, SelectOutputs, parent_run_id)
+
+
+def select_file(cfg: SelectionConfig, scored: str | Path, out: Path, judge: str | None = None,
+                ) -> tuple[SelectionResult, SelectOutputs, dict[str, float]]:
+    """Select from a scored Parquet file into ``out`` (selection.parquet, selected.parquet, selected_alpaca.json):
+    the judge's scores first when ``judge`` is set, embeddings (cached) when the diversity pass is on."""
+    df = pd.read_parquet(scored)
+    m: dict[str, float] = {"records_in": len(df)}
+    vectors = None
+    if judge:
+        df, m["judge_seconds"] = judge_records(df, judge)
+    if cfg.diversity_threshold is not None:
+        from selectune.selection.diversity import embed_records
+
+        emb = embed_records(df, cfg.embedder)
+        vectors = emb.vectors
+        m.update({"embedded_new": emb.n_new, "embed_seconds": round(emb.seconds, 3)})
+    res = select_records(df, cfg, vectors)
+    outputs = SelectOutputs(write_parquet(res.table, out / "selection.parquet"),
+                            write_parquet(res.selected, out / "selected.parquet"),
+                            export_alpaca(res.selected, out / "selected_alpaca.json"))
+    m.update(stage_metrics(res, cfg))
+    return res, outputs, m
 
 
 def judge_records(df: pd.DataFrame, judge: str) -> tuple[pd.DataFrame, float]:

@@ -103,3 +103,18 @@ def flatten(d: dict, prefix: str = "") -> dict[str, object]:
         else:
             out[name] = value
     return out
+
+
+@contextmanager
+def parent_run(experiment: str, name: str, tags: dict[str, str], params: dict[str, Any]) -> Iterator[dict[str, str]]:
+    """The MLflow run of a whole pipeline run, its flattened config as parameters; yields its id, the tracking URI
+    and a link to it (stage runs nest under it)."""
+    import mlflow
+
+    exp_id = setup(experiment)
+    with mlflow.start_run(run_name=name, tags=tags) as run:
+        mlflow.log_params(clean_params(flatten(params)))
+        uri = mlflow.get_tracking_uri()
+        base = uri if uri.startswith("http") else "http://127.0.0.1:5000"
+        yield {"mlflow_run_id": run.info.run_id, "mlflow_tracking_uri": uri,
+               "mlflow_run_url": f"{base.rstrip('/')}/#/experiments/{exp_id}/runs/{run.info.run_id}"}

@@ -101,7 +101,7 @@ def test_cli_score_best_of_and_answer(tiny_model: str, tiny_embedder: str, recor
     import typer
     from typer.testing import CliRunner
 
-    from selectune.commands.judge import answer_cmd, judge_app
+    from selectune.cli.judge import answer_cmd, judge_app
     from selectune.judge.infer import load_judge, score_pairs
     from selectune.judge.train import train_judge
 
@@ -136,7 +136,7 @@ def test_cli_score_best_of_and_answer(tiny_model: str, tiny_embedder: str, recor
     r = run(app, ["judge", "score", "--judge", judge_dir, "-i", str(tmp_path / "none.csv"), "-o", "x.parquet"])
     assert r.exit_code == 2 and "no such file" in r.output
 
-    from selectune.cli import app as main_app
+    from selectune.cli.main import app as main_app
 
     records.assign(selectit_score=0.5).to_parquet(tmp_path / "scored.parquet")
     r = run(main_app, ["select", "-i", str(tmp_path / "scored.parquet"), "-o", str(tmp_path / "sel"), "--judge",

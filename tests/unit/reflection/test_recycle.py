@@ -182,7 +182,8 @@ def test_local_hf_teacher(env: Path, tiny_model: str, records: pd.DataFrame) -> 
 def _cli():
     import typer
 
-    from selectune.commands.reflect import reflect_cmd, score_ifd_cmd
+    from selectune.cli.reflect import reflect_cmd
+    from selectune.cli.score import score_ifd_cmd
 
     app = typer.Typer()
     app.command("reflect")(reflect_cmd)

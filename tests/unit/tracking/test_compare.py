@@ -6,7 +6,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from selectune.cli import app
+from selectune.cli.main import app
 
 
 def _pipeline_run(name: str, strategy: str, selected: int, loss: float | None, seconds: float) -> str:

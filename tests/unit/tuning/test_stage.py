@@ -12,7 +12,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from selectune.commands.tune import tune_cmd
+from selectune.cli.tune import tune_cmd
 
 
 def test_tune_command_stage_and_registry(tiny_model: str, records: pd.DataFrame, mlflow_store: str,

@@ -1,5 +1,5 @@
-"""`selectune tune` (registered in selectune.cli as ``app.command("tune")(tune_cmd)``): train, evaluate, track
-and register. The bare training entry for several GPUs is ``python -m selectune.tuning``."""
+"""`selectune tune`: train, evaluate, track and register (the tune stage as its own MLflow run). The bare training
+entry for several GPUs is ``python -m selectune.tuning``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from selectune.commands import fail, run_tracked
+from selectune.cli.common import fail, option, run_tracked
 from selectune.config import load_stage_config
 from selectune.tuning.config import TuneConfig
 
@@ -16,8 +16,7 @@ from selectune.tuning.config import TuneConfig
 def tune_cmd(
     data: Annotated[str, typer.Option("--data", "-d", help="Selected records (Parquet or any supported format)")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Run folder; the stage writes OUTPUT/tune/")],
-    base: Annotated[str | None, typer.Option(help="Base model alias/folder/hub id (default: the config's, "
-                                             "gemma-3-270m)")] = None,
+    base: Annotated[str | None, option(TuneConfig, "base")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML: a pipeline recipe (its tune: section) or "
                                                 "TuneConfig fields")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps")] = None,

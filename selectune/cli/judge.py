@@ -1,10 +1,4 @@
-"""`selectune judge ...` and `selectune answer`: the Self-J judge from the command line (registered in
-selectune.cli as
-
-    app.add_typer(judge_app, name="judge")
-    app.command("answer")(answer_cmd)
-)
-"""
+"""`selectune judge train|score|best-of` and `selectune answer`: the Self-J judge from the command line."""
 
 from __future__ import annotations
 
@@ -14,7 +8,8 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from selectune.commands import fail, run_tracked
+from selectune.cli.common import fail, option, run_tracked
+from selectune.judge.config import JudgeConfig
 
 judge_app = typer.Typer(help="Self-J judge: train it label-free, score responses, pick the best of n.",
                         no_args_is_help=True)
@@ -120,7 +115,7 @@ def train_cmd(
                                       "split or the selected set")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Run folder; the stage writes OUTPUT/judge/")],
     model: Annotated[str | None, typer.Option(help="Model under evaluation (default: judge.model)")] = None,
-    base: Annotated[str | None, typer.Option(help="Judge base model (default: the config's, gemma-3-270m)")] = None,
+    base: Annotated[str | None, option(JudgeConfig, "base")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML: a pipeline recipe (its judge: section) or JudgeConfig "
                                                 "fields")] = None,
     n_samples: Annotated[int | None, typer.Option(help="Responses sampled per instruction")] = None,

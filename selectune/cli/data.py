@@ -1,0 +1,59 @@
+"""`selectune models ...` and `selectune data validate`: the embedded models and the input checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from selectune.cli.common import OnInvalid, fail
+
+models_app = typer.Typer(help="Embedded default models.", no_args_is_help=True)
+data_app = typer.Typer(help="Instruction data checks.", no_args_is_help=True)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Aliases, sources, sizes, parameter counts and whether each is cached."""
+    from selectune.core.models import list_models
+
+    rows = list_models()
+    typer.echo(f"{'alias':24} {'kind':16} {'source':32} {'cached':7} {'size MB':>8} {'params':>12}")
+    for r in rows:
+        params = f"{r['parameters']:,}" if r["parameters"] else "-"
+        typer.echo(f"{r['alias']:24} {r['kind']:16} {r['source']:32} {'yes' if r['cached'] else 'no':7} "
+                   f"{r['size_mb']:>8} {params:>12}")
+
+
+@models_app.command("pull")
+def models_pull(alias: str) -> None:
+    """Prepare an alias: convert its GGUF once to safetensors under $SELECTUNE_HOME/models/."""
+    from selectune.core.models import ALIASES, prepare
+
+    if alias not in ALIASES:
+        fail(f"unknown alias {alias!r}; known: {', '.join(ALIASES)}")
+    typer.echo(f"{alias}: {prepare(alias)}")
+
+
+@data_app.command("validate")
+def data_validate(input: Annotated[str, typer.Option("--input", "-i", help="Dataset file or folder")],
+                  on_invalid: Annotated[OnInvalid, typer.Option(help="error: stop at the first bad row; skip: "
+                                                                "write rejected rows to a side file")] = "error",
+                  format: Annotated[str | None, typer.Option(help="Override the detected format")] = None) -> None:
+    """Run the dataset checks and print a summary (exit 2 on errors in the default mode)."""
+    from selectune.data.readers import DataValidationError
+    from selectune.data.records import load_records, write_rejections
+
+    try:
+        res = load_records(input, fmt=format, on_invalid=on_invalid)
+    except DataValidationError as err:
+        fail(str(err))
+    summary = res.summary()
+    if res.rejected:
+        local = Path(input)  # a hub id's side file goes to the working directory
+        folder = local.parent if local.exists() else Path.cwd()
+        side = folder / (local.name.replace(":", "_") + ".rejected.jsonl")
+        summary["rejected_file"] = str(write_rejections(res.rejected, side))
+    typer.echo(json.dumps(summary, indent=2))

@@ -1,0 +1,97 @@
+"""`selectune score selectit|ifd`: quick single-stage scoring that writes a Parquet file (no MLflow run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from selectune.cli.common import Dtype, OnInvalid, build, fail, load_records, option
+from selectune.reflection.config import IFDConfig
+from selectune.selectit.config import SelectITConfig
+
+score_app = typer.Typer(help="Score records.", no_args_is_help=True)
+S, IFD = SelectITConfig, IFDConfig
+
+
+@score_app.command("selectit")
+def score_selectit_cmd(
+    input: Annotated[str, typer.Option("--input", "-i", help="Dataset (any supported format)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Scored Parquet file")],
+    model: Annotated[list[str] | None, option(S, "models", "--model", "-m")] = None,
+    weights: Annotated[str | None, typer.Option(help="Comma-separated model weights (default: by size)")] = None,
+    normalization: Annotated[Literal["paper", "official"] | None, option(S, "normalization")] = None,
+    layout: Annotated[Literal["official", "chat"] | None, option(S, "layout")] = None,
+    rating_prompts: Annotated[str | None, option(S, "rating_prompts_file", "--rating-prompts")] = None,
+    dtype: Annotated[Dtype | None, option(S, "dtype")] = None,
+    rating_scale: Annotated[int | None, option(S, "rating_scale", "--rating-scale", "--k")] = None,
+    std_penalty: Annotated[float | None, option(S, "std_penalty", "--std-penalty", "--alpha")] = None,
+    batch_size: Annotated[int | None, option(S, "batch_size")] = None,
+    max_tokens: Annotated[int | None, option(S, "max_tokens", "--max-tokens", "--max-length")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Bypass the rating cache")] = False,
+    on_invalid: Annotated[OnInvalid, typer.Option()] = "error",
+    limit: Annotated[int | None, typer.Option(help="Score only the first N records")] = None,
+) -> None:
+    """SelectIT scores (token, sentence and model level) for every record."""
+    from selectune.core.metrics import label_auroc
+    from selectune.data.readers import DataValidationError
+    from selectune.data.records import load_records as load
+    from selectune.data.records import write_parquet, write_rejections
+    from selectune.selectit.rater import rating_cache, score_selectit
+
+    try:
+        parsed = [float(w) for w in weights.split(",")] if weights else None
+    except ValueError:
+        fail(f"--weights {weights!r}: expected comma-separated numbers, e.g. 2,1")
+    cfg = build(SelectITConfig, models=model or None, weights=parsed, normalization=normalization, layout=layout,
+                rating_prompts_file=rating_prompts, dtype=dtype, rating_scale=rating_scale, std_penalty=std_penalty,
+                batch_size=batch_size, max_tokens=max_tokens, use_cache=False if no_cache else None)
+    try:
+        res = load(input, on_invalid=on_invalid)
+    except DataValidationError as err:
+        fail(str(err))
+    df = res.records.head(limit) if limit is not None else res.records
+    if res.rejected:
+        side = write_rejections(res.rejected, output.with_name(output.stem + ".rejected.jsonl"))
+        typer.echo(f"rejected rows: {len(res.rejected)} -> {side}")
+    try:
+        report = score_selectit(df, cfg, rating_cache() if cfg.use_cache else None)
+    except (ValueError, OSError) as err:
+        fail(str(err))
+    write_parquet(report.table, output)
+    m = report.metrics()
+    auroc = label_auroc(report.table, "selectit_score")
+    tail = f"; AUROC vs labels {auroc:.3f}" if auroc is not None else ""
+    typer.echo(f"scored {len(df)} records -> {output} (cache hits {m['cache_hits']:.0f}, computed "
+               f"{m['ratings_computed']:.0f} ratings){tail}")
+
+
+@score_app.command("ifd")
+def score_ifd_cmd(
+    input: Annotated[str, typer.Option("--input", "-i", help="Dataset (any supported format)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file: records + IFD columns")],
+    model: Annotated[str | None, option(IFD, "model", "--model", "-m")] = None,
+    template: Annotated[Literal["alpaca", "vicuna", "chat"] | None, option(IFD, "template")] = None,
+    max_tokens: Annotated[int | None, option(IFD, "max_tokens", "--max-tokens", "--max-length")] = None,
+    batch_size: Annotated[int | None, option(IFD, "batch_size")] = None,
+    dtype: Annotated[Dtype | None, option(IFD, "dtype")] = None,
+    limit: Annotated[int | None, typer.Option(help="Score only the first N records")] = None,
+    on_invalid: Annotated[OnInvalid, typer.Option()] = "error",
+) -> None:
+    """IFD = ppl(A|Q)/ppl(A) and reversed IFD = ppl(Q|A')/ppl(Q) of every record under a student model."""
+    import pandas as pd
+
+    from selectune.data.records import write_parquet
+    from selectune.reflection.ifd import ifd_scores
+
+    cfg = build(IFDConfig, model=model, template=template, max_tokens=max_tokens, batch_size=batch_size, dtype=dtype)
+    df = load_records(input, on_invalid, limit)
+    try:
+        table = pd.concat([df, ifd_scores(df, cfg)], axis=1)
+    except (ValueError, OSError) as err:
+        fail(str(err))
+    write_parquet(table, output)
+    typer.echo(f"scored {len(table)} records -> {output}: median IFD {table['ifd'].median():.4f} "
+               f"({(table['ifd'] >= 1).mean():.1%} >= 1), median r-IFD {table['rifd'].median():.4f}, "
+               f"{int(table['ifd_truncated'].sum())} truncated")

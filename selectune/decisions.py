@@ -1,0 +1,91 @@
+"""The decisions the pipeline flow makes between stages, as plain functions: what to recycle after scoring, which
+model the judge evaluates, what the parent MLflow run and the flow's summary record. (Whether to retrain is
+:func:`selectune.tracking.registry.retrain_needed`: it asks the Model Registry.)"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from selectune.data.records import write_parquet
+from selectune.judge.config import JudgeConfig
+from selectune.stage import StageResult
+from selectune.tuning.config import TuneConfig
+
+NO_CHANGE = "no change: the selected subset equals the latest registered model's"
+TEACHER_TOTALS = ("calls", "cost", "tokens")
+JUDGE_SUMMARY = ("judge.pearson", "judge.spearman", "judge.mean_score", "judge.coverage_auc")
+
+
+def recycle_input(scored: str | Path, fraction: float, path: Path) -> Path:
+    """The best-scored fraction of records (SelectIT order, ties by id), without their scores: what the teacher
+    reflects on when recycling comes after scoring."""
+    df = pd.read_parquet(scored).sort_values(["selectit_score", "id"], ascending=[False, True])
+    n = max(1, int(len(df) * fraction + 1e-9))
+    keep = [c for c in df.columns if not c.startswith("selectit")]
+    return write_parquet(df.head(n)[keep].reset_index(drop=True), path)
+
+
+def model_under_evaluation(judge: JudgeConfig, tune: TuneConfig, tuned: StageResult | None) -> str | None:
+    """The judge's model: the configured one, else the adapter tuned now, else (tuning skipped because the subset
+    did not change) the latest registered version."""
+    if judge.model:
+        return judge.model
+    if tuned is not None:
+        return str(tuned.outputs.adapter)
+    return f"models:/{tune.register_as}/latest" if tune.enabled and tune.register_as else None
+
+
+@dataclass
+class RunReport:
+    """What the flow returns and shows (summary), and what the parent MLflow run records (metrics, tags)."""
+
+    summary: dict[str, Any]
+    metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def report(stages: list[StageResult], digest: str, tuned: StageResult | None, judged: StageResult | None,
+           tune_skipped: bool) -> RunReport:
+    """The run's summary from its stage results: record counts, the selected subset, the teacher's totals over
+    every recycling stage, the tuned model's evaluation, the judge's quality and which stages were skipped."""
+    loaded, chosen = stages[0], next(s for s in stages if s.stage == "select")
+    scored = [s for s in stages if s.stage.startswith("selectit")][-1]
+    summary: dict[str, Any] = {
+        "records_in": loaded.metrics["records_out"], "rejected": loaded.metrics["rejected"],
+        "duplicates": loaded.metrics["duplicates"], "selected": chosen.metrics["records_out"],
+        "selected_digest": digest, "selected_alpaca": str(chosen.outputs.alpaca),
+        "auroc.selectit_score": scored.metrics.get("auroc.selectit_score")}
+    out = RunReport(summary, {"records_in": summary["records_in"], "records_selected": summary["selected"]},
+                    {"selectune.selected_digest": digest})
+    if summary["auroc.selectit_score"] is not None:
+        out.metrics["auroc.selectit_score"] = summary["auroc.selectit_score"]
+    for key in TEACHER_TOTALS:
+        values = [s.metrics[f"teacher.{key}"] for s in stages if f"teacher.{key}" in s.metrics]
+        if values:
+            out.metrics[f"teacher.{key}"] = sum(values)
+    if tune_skipped:
+        summary["tune"], out.tags["selectune.tune"] = NO_CHANGE, "no change"
+    if tuned is not None:
+        evals = {k: v for k, v in tuned.metrics.items() if k.startswith("eval.")}
+        summary.update(evals)
+        out.metrics.update(evals)
+        if tuned.outputs.model_uri:
+            summary["model_uri"] = out.tags["selectune.model_uri"] = tuned.outputs.model_uri
+    if judged is not None:
+        for key in JUDGE_SUMMARY:
+            if key in judged.metrics:
+                out.metrics[key] = summary[key] = judged.metrics[key]
+        if judged.outputs.model_uri:
+            summary["judge_uri"] = judged.outputs.model_uri
+    summary["skipped_stages"] = ",".join(s.stage for s in stages if s.skipped)
+    return out
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The summary as the markdown table of the flow run's Prefect artifact."""
+    rows = "\n".join(f"| {k} | {v} |" for k, v in summary.items())
+    return f"# selectune pipeline run\n\n| key | value |\n|---|---|\n{rows}\n"
