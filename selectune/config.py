@@ -5,10 +5,10 @@ is importable from here too."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from selectune.core.config import Config
 from selectune.data.config import DataConfig
@@ -19,8 +19,7 @@ from selectune.selectit.config import SelectITConfig
 from selectune.tuning.config import TuneConfig
 
 __all__ = ["DataConfig", "IFDConfig", "JudgeConfig", "PipelineConfig", "ReflectionConfig", "ScaleConfig",
-           "SelectITConfig", "SelectionConfig", "TeacherConfig", "TuneConfig", "load_config", "load_stage_config"]
-C = TypeVar("C", bound=BaseModel)
+           "SelectITConfig", "SelectionConfig", "TeacherConfig", "TuneConfig", "load_config"]
 
 
 class ScaleConfig(Config):
@@ -59,15 +58,3 @@ def load_config(path: str | Path | None) -> PipelineConfig:
         return PipelineConfig()
     raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     return PipelineConfig.model_validate(raw)
-
-
-def load_stage_config(cls: type[C], section: str, path: str | Path | None, **options: Any) -> C:
-    """A stage config from a YAML file, either a pipeline recipe (its ``section``) or the stage's fields alone,
-    with the command-line options that were given (None: not given) on top; ``register_as=""`` means do not
-    register. Raises OSError, yaml.YAMLError or pydantic.ValidationError."""
-    raw = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}) if path else {}
-    base = getattr(PipelineConfig.model_validate(raw), section) if section in raw else cls.model_validate(raw)
-    cfg = cls.model_validate({**base.model_dump(), **{k: v for k, v in options.items() if v is not None}})
-    if getattr(cfg, "register_as", None) == "":
-        cfg.register_as = None  # type: ignore[attr-defined]
-    return cfg

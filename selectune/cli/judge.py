@@ -132,7 +132,7 @@ def train_cmd(
 
     disable_telemetry()
     try:
-        from selectune.config import load_stage_config
+        from selectune.core.config import load_stage_config
 
         cfg = load_stage_config(JudgeConfig, "judge", config, model=model, base=base, n_samples=n_samples,
                            max_steps=max_steps, register_as=register_as)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from selectune.cli.common import fail, option, run_tracked
-from selectune.config import load_stage_config
+from selectune.core.config import load_stage_config
 from selectune.tuning.config import TuneConfig
 
 

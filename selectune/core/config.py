@@ -4,7 +4,8 @@ and the model-loading, batched-scoring and LoRA-training fields are declared onc
 from __future__ import annotations
 
 import warnings
-from typing import Any, ClassVar, Literal
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -80,3 +81,20 @@ class LoRATraining(ModelOptions):
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory")
     seed: int = Field(0, description="Training seed")
     register_as: str | None = Field(None, description="MLflow Model Registry name (None: skip)")
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def load_stage_config(cls: type[C], section: str, path: str | Path | None, **options: Any) -> C:
+    """A stage config from a YAML file, either a pipeline recipe (its ``section``) or the stage's fields alone,
+    with the command-line options that were given (None: not given) on top; ``register_as=""`` means do not
+    register. Raises OSError, yaml.YAMLError or pydantic.ValidationError."""
+    import yaml
+
+    raw = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}) if path else {}
+    base = cls.model_validate(raw[section] if section in raw else raw)
+    cfg = cls.model_validate({**base.model_dump(), **{k: v for k, v in options.items() if v is not None}})
+    if getattr(cfg, "register_as", None) == "":
+        cfg.register_as = None  # type: ignore[attr-defined]
+    return cfg

@@ -9,7 +9,7 @@ import os
 
 
 def main(argv: list[str] | None = None) -> None:
-    from selectune.config import load_stage_config
+    from selectune.core.config import load_stage_config
     from selectune.tuning.config import TuneConfig
     from selectune.tuning.train import train
 

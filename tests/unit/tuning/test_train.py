@@ -149,7 +149,7 @@ KILLER = """
 import os, signal, sys
 from transformers import TrainerCallback
 from selectune.tuning import train as sft
-from selectune.config import load_stage_config as stage_config
+from selectune.core.config import load_stage_config as stage_config
 from selectune.tuning.config import TuneConfig
 
 class Kill(TrainerCallback):
