@@ -3,8 +3,6 @@ is instant. This package is the only part of the library that may import Prefect
 
 from __future__ import annotations
 
-import sys
-
 import typer
 
 from selectune.cli import data, judge, reflect, run, score, select, tune
@@ -21,7 +19,3 @@ app.add_typer(judge.judge_app, name="judge")
 app.command("answer")(judge.answer_cmd)
 app.command("run")(run.run_cmd)
 app.command("compare")(run.compare_cmd)
-
-
-def main() -> None:
-    sys.exit(app())

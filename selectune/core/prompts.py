@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-Template = Literal["alpaca", "vicuna", "chat"]
 SENTINEL = "\x00CONTENT\x00"
 ALPACA_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further context. "
                 "Write a response that appropriately completes the request.\n\n"

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from selectune.core.losses import batch_budget
+from selectune.core.models import DEFAULT_EMBEDDER
 from selectune.core.prompts import pick_template, prompt_ids
 from selectune.judge.config import JudgeConfig
 from selectune.judge.prompts import digit_ids, expected_score, judge_inputs
@@ -50,7 +51,7 @@ def make_labels(self_eval: np.ndarray, cosine: np.ndarray, lam: float) -> tuple[
     return label, np.clip(np.floor(label + 0.5), 0, 9).astype(int)
 
 
-def cosines(responses: Sequence[str], references: Sequence[str], embedder: str = "minilm-l6",
+def cosines(responses: Sequence[str], references: Sequence[str], embedder: str = DEFAULT_EMBEDDER,
             model: Any = None) -> np.ndarray:
     """Cosine similarity of each response to its reference under a sentence embedder."""
     if model is None:
