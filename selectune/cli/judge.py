@@ -85,7 +85,7 @@ def best_of_cmd(
     """Sample n responses per instruction and keep the one the judge scores highest."""
     from selectune.data.records import record_id, write_parquet
     from selectune.judge.infer import best_of_n, load_judge
-    from selectune.judge.labels import load_model
+    from selectune.tracking.registry import load_model
 
     records = _read_table(input)
     if "instruction" not in records.columns:
@@ -155,7 +155,7 @@ def answer_cmd(
 ) -> None:
     """Selective instruction following: answer, or decline when the judge expects a poor answer."""
     from selectune.judge.infer import answer, load_judge
-    from selectune.judge.labels import load_model
+    from selectune.tracking.registry import load_model
 
     try:
         res = answer(load_model(model, dtype=_dtype(dtype)), load_judge(judge, _dtype(dtype)), [instruction],

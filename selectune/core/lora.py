@@ -59,12 +59,14 @@ def add_lora(model: Any, cfg: Any) -> tuple[Any, list[str]]:
     return model, targets
 
 
-def write_meta(adapter_dir: str | Path, base: str, template: str, max_tokens: int, dtype: str) -> None:
-    """Record the base reference, fingerprint and dtype and the prompt template next to the adapter."""
+def write_meta(adapter_dir: str | Path, base: str, template: str, max_tokens: int, dtype: str, kind: str = "sft",
+               ) -> None:
+    """Record what the adapter is (``sft`` or ``self-j-judge``), its base reference, fingerprint and dtype, and the
+    prompt template next to the adapter."""
     from selectune.core import models
 
-    meta = {"base": base, "base_fingerprint": models.fingerprint(base), "dtype": dtype, "template": template,
-            "max_length": max_tokens}
+    meta = {"kind": kind, "base": base, "base_fingerprint": models.fingerprint(base), "dtype": dtype,
+            "template": template, "max_length": max_tokens}
     (Path(adapter_dir) / META).write_text(json.dumps(meta, indent=2))
 
 
@@ -160,7 +162,7 @@ class LoRARun:
 def train_lora(cfg: Any, base: Base, train_set: list[dict], collator: Any, output: str | Path, key: str, *,
                eval_set: list[dict] | None = None, trainer_cls: type | None = None,
                trainer_kwargs: dict[str, Any] | None = None, args: dict[str, Any] | None = None,
-               callbacks: Sequence[Any] = ()) -> LoRARun:
+               callbacks: Sequence[Any] = (), kind: str = "sft") -> LoRARun:
     """Wrap ``base`` in LoRA and train it on ``train_set`` (feature dicts); save ``<output>/adapter``.
 
     ``cfg`` carries the LoRA and optimizer fields (lora_*, target_modules, batch_size, grad_accum, epochs,
@@ -202,7 +204,7 @@ def train_lora(cfg: Any, base: Base, train_set: list[dict], collator: Any, outpu
         trainer.save_model(str(adapter_dir))
         (adapter_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config is in MLflow
         base.tokenizer.save_pretrained(adapter_dir)
-        write_meta(adapter_dir, cfg.base, base.template, cfg.max_tokens, base.precision)
+        write_meta(adapter_dir, cfg.base, base.template, cfg.max_tokens, base.precision, kind)
     metrics = {"train_loss": round(result.training_loss, 6), "steps": trainer.state.global_step,
                "resumed_from_step": int(resume.name.split("-")[-1]) if resume else 0,
                "train_seconds": round(result.metrics.get("train_runtime", 0.0), 3),

@@ -13,8 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from selectune.judge.labels import LoadedModel, digit_probs, load_model, sample_responses
+from selectune.judge.labels import digit_probs, sample_responses
 from selectune.judge.prompts import expected_score, judge_inputs
+from selectune.tracking.registry import LoadedModel, load_model
 
 REFUSAL = ("I am not confident that I can answer this well, so I will not answer it "
            "(judge score {score:.2f} is below the threshold {threshold:g}).")

@@ -13,7 +13,6 @@ The judge prompts are in :mod:`selectune.judge.prompts`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,10 @@ import pandas as pd
 
 from selectune.core.losses import batch_budget
 from selectune.core.models import DEFAULT_EMBEDDER
-from selectune.core.prompts import pick_template, prompt_ids
+from selectune.core.prompts import prompt_ids
 from selectune.judge.config import JudgeConfig
 from selectune.judge.prompts import digit_ids, expected_score, judge_inputs
+from selectune.tracking.registry import LoadedModel
 
 
 def digit_probs(model: Any, tokenizer: Any, seqs: Sequence[Sequence[int]], batch_size: int = 16,
@@ -63,36 +63,6 @@ def cosines(responses: Sequence[str], references: Sequence[str], embedder: str =
     emb = np.asarray(model.encode(texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True))
     row = {t: i for i, t in enumerate(texts)}
     return np.einsum("ij,ij->i", emb[[row[r] for r in responses]], emb[[row[r] for r in references]]).astype(float)
-
-
-@dataclass
-class LoadedModel:
-    model: Any
-    tokenizer: Any
-    template: str  # prompt template the model answers in
-    ref: str
-    adapter_dir: str | None = None  # set when ``ref`` is a selectune adapter (folder or registry URI)
-
-
-def load_model(ref: str, template: str = "auto", dtype: str | None = None, device: str | None = None,
-               trust_remote_code: bool = False) -> LoadedModel:
-    """Alias, folder or hub id; or a selectune adapter folder / ``models:/NAME/VERSION`` (base + adapter).
-
-    ``dtype`` None: an adapter's base in the dtype it was trained with, other models as ``auto`` resolves."""
-    from selectune.core import models
-    from selectune.core.lora import load_adapter, read_meta
-    from selectune.core.settings import device as best_device
-    from selectune.core.settings import resolve_dtype
-    from selectune.tracking.registry import adapter_folder
-
-    dev = device or best_device()
-    folder = adapter_folder(ref)
-    if folder is not None:
-        model, tok = load_adapter(folder, dev, dtype)
-        return LoadedModel(model, tok, read_meta(folder)["template"] if template == "auto" else template, ref,
-                           str(folder))
-    model, tok = models.load_causal_lm(ref, dtype or resolve_dtype("auto", dev), dev, trust_remote_code)
-    return LoadedModel(model, tok, pick_template(template, ref, tok), ref)
 
 
 def sample_responses(lm: LoadedModel, df: pd.DataFrame, n: int, temperature: float, top_p: float,

@@ -22,7 +22,7 @@ from selectune.core.digests import file_digest
 from selectune.judge.config import JudgeConfig
 from selectune.stage import StageResult, run_stage
 from selectune.tracking import runs
-from selectune.tracking.registry import model_digest
+from selectune.tracking.registry import load_model, model_digest
 
 PAIR_COLUMNS = ["id", "sample", "instruction", "input", "response", "reference"]
 
@@ -88,7 +88,7 @@ def judge_stage(cfg: JudgeConfig, records: str | Path, run_dir: str | Path, pare
             raise ValueError(f"{records}: the judge stage needs at least 2 records (train and held-out), got {len(df)}")
         _, held = split(df, cfg.eval_fraction, cfg.seed)
         dev = device()
-        lm = judge.load_model(ref, "auto", resolve_dtype(cfg.dtype, dev), dev, cfg.trust_remote_code)
+        lm = load_model(ref, "auto", resolve_dtype(cfg.dtype, dev), dev, cfg.trust_remote_code)
         labels = judge.generate_labels(df, cfg, lm)
         labels["split"] = np.where(labels["id"].isin(set(held["id"])), "heldout", "train")
         labels_path = write_parquet(labels, out / "labels.parquet")

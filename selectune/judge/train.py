@@ -138,7 +138,7 @@ def train_judge(cfg: JudgeConfig, labels: pd.DataFrame, output: str | Path, call
                           trainer_kwargs={"alpha": cfg.ref_free_weight, "beta": cfg.kl_weight},
                           args={"include_num_input_tokens_seen": "no"},
                           callbacks=[lora.step_metrics(("loss", "learning_rate", "grad_norm", *PART_KEYS),
-                                                       "judge_train."), *callbacks])
+                                                       "judge_train."), *callbacks], kind="self-j-judge")
     logged = [h for h in run.trainer.state.log_history if "ce_ref" in h]
     metrics = {**run.metrics, "train_pairs": len(pairs),
                **({f"final_{k}": logged[-1][k] for k in PART_KEYS} if logged else {})}

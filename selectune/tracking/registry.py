@@ -9,6 +9,7 @@ holds the adapter folder (safetensors + tokenizer + ``selectune.json``) as the a
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +107,33 @@ def retrain_needed(model_name: str | None, digest: str) -> str | None:
     if last.tags.get("selectune.selected_digest") != digest:
         return f"selected subset changed since {model_name} v{last.version}"
     return None
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    template: str  # prompt template the model answers in
+    ref: str
+    adapter_dir: str | None = None  # set when ``ref`` is a selectune adapter (folder or registry URI)
+
+
+def load_model(ref: str, template: str = "auto", dtype: str | None = None, device: str | None = None,
+               trust_remote_code: bool = False) -> LoadedModel:
+    """Alias, folder or hub id; or a selectune adapter folder / ``models:/NAME/VERSION`` (base + adapter).
+
+    ``dtype`` None: an adapter's base in the dtype it was trained with, other models as ``auto`` resolves."""
+    from selectune.core import models
+    from selectune.core.lora import load_adapter, read_meta
+    from selectune.core.prompts import pick_template
+    from selectune.core.settings import device as best_device
+    from selectune.core.settings import resolve_dtype
+
+    dev = device or best_device()
+    folder = adapter_folder(ref)
+    if folder is not None:
+        model, tok = load_adapter(folder, dev, dtype)
+        return LoadedModel(model, tok, read_meta(folder)["template"] if template == "auto" else template, ref,
+                           str(folder))
+    model, tok = models.load_causal_lm(ref, dtype or resolve_dtype("auto", dev), dev, trust_remote_code)
+    return LoadedModel(model, tok, pick_template(template, ref, tok), ref)

@@ -106,13 +106,15 @@ def flatten(d: dict, prefix: str = "") -> dict[str, object]:
 
 
 @contextmanager
-def parent_run(experiment: str, name: str, tags: dict[str, str], params: dict[str, Any]) -> Iterator[dict[str, str]]:
-    """The MLflow run of a whole pipeline run, its flattened config as parameters; yields its id, the tracking URI
-    and a link to it (stage runs nest under it)."""
+def parent_run(experiment: str, name: str, tags: dict[str, str], params: dict[str, Any],
+               parent_run_id: str | None = None) -> Iterator[dict[str, str]]:
+    """The MLflow run of a whole pipeline run (nested under ``parent_run_id``, an experiment's run, when given), its
+    flattened config as parameters; yields its id, the tracking URI and a link to it (stage runs nest under it)."""
     import mlflow
 
     exp_id = setup(experiment)
-    with mlflow.start_run(run_name=name, tags=tags) as run:
+    nesting = {"parent_run_id": parent_run_id, "nested": True} if parent_run_id else {}
+    with mlflow.start_run(run_name=name, tags=tags, **nesting) as run:
         mlflow.log_params(clean_params(flatten(params)))
         uri = mlflow.get_tracking_uri()
         base = uri if uri.startswith("http") else "http://127.0.0.1:5000"

@@ -12,15 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from selectune.core.prompts import join_instruction, prompt_ids
 from selectune.tuning.data import Collator, Example, encode_frame
 
 
-def response_loss(model: Any, examples: Sequence[Example], pad_id: int, batch_size: int = 8,
-                  max_batch_tokens: int = 4096) -> tuple[float, int]:
-    """Token-weighted mean negative log-likelihood of the labelled (response) tokens, and their count.
+def example_losses(model: Any, examples: Sequence[Example], pad_id: int, batch_size: int = 8,
+                   max_batch_tokens: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Summed negative log-likelihood of each example's labelled (response) tokens, and their count.
 
     Batches are length-sorted; logits start at the earliest response position of each batch (the collator's
     ``logits_to_keep``), as in training.
@@ -31,18 +32,26 @@ def response_loss(model: Any, examples: Sequence[Example], pad_id: int, batch_si
 
     device = next(model.parameters()).device
     collate = Collator(pad_id)
-    total, count = 0.0, 0
+    sums, counts = np.zeros(len(examples)), np.zeros(len(examples), dtype=int)
     for batch in length_batches([len(e.input_ids) for e in examples], batch_size, max_batch_tokens):
         enc = collate([{"input_ids": examples[i].input_ids, "labels": examples[i].labels} for i in batch])
         keep, targets = enc.pop("logits_to_keep", 0), enc.pop("labels")[:, 1:].to(device)
         with torch.inference_mode():
             logits = model(**{k: v.to(device) for k, v in enc.items()}, logits_to_keep=keep).logits[:, :-1]
-        total += torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-100,
-                                                   reduction="sum").item()
-        count += int((targets != -100).sum())
-    if not count:
+        nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-100,
+                                                reduction="none")
+        sums[batch] = nll.sum(dim=1).double().cpu().numpy()
+        counts[batch] = (targets != -100).sum(dim=1).cpu().numpy()
+    return sums, counts
+
+
+def response_loss(model: Any, examples: Sequence[Example], pad_id: int, batch_size: int = 8,
+                  max_batch_tokens: int = 4096) -> tuple[float, int]:
+    """Token-weighted mean negative log-likelihood of the labelled (response) tokens, and their count."""
+    sums, counts = example_losses(model, examples, pad_id, batch_size, max_batch_tokens)
+    if not counts.sum():
         raise ValueError("no response tokens to evaluate")
-    return total / count, count
+    return float(sums.sum() / counts.sum()), int(counts.sum())
 
 
 def generate(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int,

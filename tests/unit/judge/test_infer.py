@@ -29,7 +29,7 @@ def test_scores_in_range_and_batched_equals_single(tiny_model: str, records: pd.
 
 def test_decline_below_threshold_only(tiny_model: str) -> None:
     from selectune.judge.infer import answer, as_judge
-    from selectune.judge.labels import load_model
+    from selectune.tracking.registry import load_model
 
     lm = load_model(tiny_model, dtype="float32")
     first = answer(lm, as_judge(lm), ["What is the capital of France?"], threshold=0.0, max_new_tokens=6)[0]

@@ -28,7 +28,8 @@ def test_labels_follow_formula() -> None:
 
 
 def test_sampling_is_seeded_and_batch_independent(tiny_model: str, records: pd.DataFrame) -> None:
-    from selectune.judge.labels import load_model, sample_responses
+    from selectune.judge.labels import sample_responses
+    from selectune.tracking.registry import load_model
 
     lm = load_model(tiny_model, dtype="float32")
     a = sample_responses(lm, records, 2, 1.0, 1.0, 6, seed=3, batch_size=16)
@@ -41,7 +42,8 @@ def test_sampling_is_seeded_and_batch_independent(tiny_model: str, records: pd.D
 
 
 def test_generate_labels_rows(tiny_model: str, tiny_embedder: str, records: pd.DataFrame) -> None:
-    from selectune.judge.labels import generate_labels, load_model
+    from selectune.judge.labels import generate_labels
+    from selectune.tracking.registry import load_model
 
     cfg = JudgeConfig(n_samples=2, max_new_tokens=6, embedder=tiny_embedder, lambda_cos=0.5)
     labels = generate_labels(records, cfg, load_model(tiny_model, dtype="float32"))
