@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from selectune.cli import data, judge, reflect, run, score, select, tune
+from selectune.cli import data, evaluate, judge, reflect, run, score, select, tune
 
 app = typer.Typer(help="Curate instruction-tuning data with the LLM itself, then train on it.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -17,5 +17,6 @@ app.command("select")(select.select_cmd)
 app.command("tune")(tune.tune_cmd)
 app.add_typer(judge.judge_app, name="judge")
 app.command("answer")(judge.answer_cmd)
+app.command("evaluate")(evaluate.evaluate_cmd)
 app.command("run")(run.run_cmd)
 app.command("compare")(run.compare_cmd)

@@ -16,8 +16,8 @@ import pytest
 
 from tests.fixtures import ROOT
 
-STAGES = ("data", "selectit", "reflection", "selection", "tuning", "judge")
-RANK = {"core": 0, "tracking": 1, "stage": 2, **dict.fromkeys(STAGES, 3), "config": 4, "decisions": 4,
+STAGES = ("data", "selectit", "reflection", "selection", "tuning", "judge", "evaluation")
+RANK = {"core": 0, "tracking": 1, "stage": 2, **dict.fromkeys(STAGES, 3), "config": 4, "decisions": 4, "experiment": 4,
         "tasks": 5, "flows": 6, "cli": 7, "deployments": 7}
 
 
