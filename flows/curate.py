@@ -1,6 +1,7 @@
-"""The pipeline flow, its table of contents: load -> [recycle] -> SelectIT -> [recycle the top part] -> select ->
-tune (when the subset changed) -> [judge]. Each stage is a task (tasks/), each decision between stages a named
-library function (selectune/decisions.py, selectune/tracking/registry.py).
+"""The pipeline flow, its table of contents: load -> carve the evaluation set -> [recycle] -> SelectIT ->
+[recycle the top part] -> [IFD] -> select -> tune (when the subset changed) -> evaluate -> [judge]. Each stage
+is a task (tasks/), each decision between stages a named library function (selectune/decisions.py,
+selectune/tracking/registry.py).
 
 Every stage config is a typed pydantic parameter, so the Prefect UI renders a form for a dashboard run. One
 MLflow parent run per flow run, one child run per stage; outputs under ``<run_dir>/<stage>/``.
@@ -19,6 +20,8 @@ from prefect.runtime import deployment, flow_run
 
 from selectune.config import (
     DataConfig,
+    EvalConfig,
+    IFDScoringConfig,
     JudgeConfig,
     PipelineConfig,
     ReflectionConfig,
@@ -27,6 +30,8 @@ from selectune.config import (
     SelectITConfig,
     TuneConfig,
 )
+from tasks.evaluate import evalset_task, evaluate_task
+from tasks.ifd import ifd_task
 from tasks.judge import judge_task
 from tasks.load import load_task
 from tasks.recycle import recycle_task
@@ -39,13 +44,16 @@ from tasks.tune import tune_task
 def curate(
     data: DataConfig = DataConfig(),  # noqa: B008 -- Prefect renders pydantic defaults as a form
     selectit: SelectITConfig = SelectITConfig(),  # noqa: B008
+    ifd: IFDScoringConfig = IFDScoringConfig(),  # noqa: B008
     reflection: ReflectionConfig = ReflectionConfig(),  # noqa: B008
     selection: SelectionConfig = SelectionConfig(),  # noqa: B008
     tune: TuneConfig = TuneConfig(),  # noqa: B008
     judge: JudgeConfig = JudgeConfig(),  # noqa: B008
+    eval: EvalConfig = EvalConfig(),  # noqa: B008
     scale: ScaleConfig = ScaleConfig(),  # noqa: B008
     run_dir: str | None = None,
     experiment: str = "selectune",
+    parent_run_id: str | None = None,
 ) -> dict[str, Any]:
     """Curate an instruction dataset and train on the selected subset, tracked in MLflow."""
     from selectune import decisions
@@ -56,17 +64,20 @@ def curate(
     from selectune.tracking.runs import parent_run
 
     disable_telemetry()
-    cfg = PipelineConfig(data=data, selectit=selectit, reflection=reflection, selection=selection, tune=tune,
-                         judge=judge, scale=scale, run_dir=run_dir, experiment=experiment)
+    cfg = PipelineConfig(data=data, selectit=selectit, ifd=ifd, reflection=reflection, selection=selection, tune=tune,
+                         judge=judge, eval=eval, scale=scale, run_dir=run_dir, experiment=experiment)
     out = Path(run_dir or f"runs/{datetime.now():%Y%m%d-%H%M%S}-{flow_run.name or 'local'}").resolve()
-    start, rd, tuned, judged = time.perf_counter(), str(out), None, None
+    start, rd, tuned = time.perf_counter(), str(out), None
     tags = {"prefect.flow_run_id": str(flow_run.id or ""), "prefect.flow_run_name": str(flow_run.name or ""),
             "prefect.deployment_id": str(deployment.id or ""), "selectune.run_dir": rd}
-    with locked(out), parent_run(experiment, f"curate-{flow_run.name or out.name}", tags, cfg.model_dump(mode="json")
-                                 ) as run:
+    name = f"curate-{flow_run.name or out.name}"
+    with locked(out), parent_run(experiment, name, tags, cfg.model_dump(mode="json"), parent_run_id) as run:
         pid = run["mlflow_run_id"]
         stages = [loaded := load_task(data, rd, pid)]
         records = loaded.outputs.records
+        if eval.enabled:  # the fixed evaluation set leaves the data before anything else sees it
+            stages.append(carved := evalset_task(eval, records, rd, pid))
+            records = carved.outputs.pool
         if reflection.enabled and reflection.order == "before_scoring":
             stages.append(recycled := recycle_task(reflection, records, rd, pid))
             records = recycled.outputs.kept
@@ -75,15 +86,21 @@ def curate(
             top = decisions.recycle_input(scored.outputs.scored, reflection.top_fraction, out / "recycle-input.parquet")
             stages.append(recycled := recycle_task(reflection, top, rd, pid))
             stages.append(scored := score(selectit, scale, recycled.outputs.kept, rd, pid, "selectit-recycled"))
+        if ifd.enabled:
+            stages.append(scored := ifd_task(ifd, scored.outputs.scored, rd, pid))
         stages.append(chosen := select_task(selection, scored.outputs.scored, rd, pid))
         digest = subset_digest(chosen.outputs.selected)
         retrain = tune.enabled and retrain_needed(tune.register_as, digest) is not None
         if retrain:
-            stages.append(tuned := tune_task(tune, chosen.outputs.selected, rd, pid, digest))
+            tune_cfg = decisions.tune_settings(tune, eval)
+            stages.append(tuned := tune_task(tune_cfg, chosen.outputs.selected, rd, pid, digest))
+        if eval.enabled and tune.enabled:
+            models = decisions.models_to_compare(tune, tuned)
+            stages.append(evaluate_task(eval, carved.outputs.eval_set, models, rd, pid))
         if judge.enabled:
             under_eval = decisions.model_under_evaluation(judge, tune, tuned)
-            stages.append(judged := judge_task(judge, tune.heldout or chosen.outputs.selected, rd, pid, under_eval))
-        result = decisions.report(stages, digest, tuned, judged, tune_skipped=tune.enabled and not retrain)
+            stages.append(judge_task(judge, tune.heldout or chosen.outputs.selected, rd, pid, under_eval))
+        result = decisions.report(stages, digest, tune_skipped=tune.enabled and not retrain)
         result.metrics["seconds"] = round(time.perf_counter() - start, 3)
         log_report(result)
     summary = {**run, "run_dir": rd, **result.summary}
@@ -111,7 +128,6 @@ def log_report(result: Any) -> None:
         print(result.summary["tune"])
 
 
-def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
-    """Run the flow from a PipelineConfig (a YAML recipe)."""
-    return curate(data=cfg.data, selectit=cfg.selectit, reflection=cfg.reflection, selection=cfg.selection,
-                  tune=cfg.tune, judge=cfg.judge, scale=cfg.scale, run_dir=cfg.run_dir, experiment=cfg.experiment)
+def run_pipeline(cfg: PipelineConfig, parent_run_id: str | None = None) -> dict[str, Any]:
+    """Run the flow from a PipelineConfig (a YAML recipe), as its own flow run or a subflow of a running flow."""
+    return curate(**dict(cfg), parent_run_id=parent_run_id)

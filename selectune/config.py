@@ -12,14 +12,16 @@ from pydantic import Field
 
 from selectune.core.config import Config
 from selectune.data.config import DataConfig
+from selectune.evaluation.config import EvalConfig
 from selectune.judge.config import JudgeConfig
-from selectune.reflection.config import IFDConfig, ReflectionConfig, TeacherConfig
+from selectune.reflection.config import IFDConfig, IFDScoringConfig, ReflectionConfig, TeacherConfig
 from selectune.selection.config import SelectionConfig
 from selectune.selectit.config import SelectITConfig
 from selectune.tuning.config import TuneConfig
 
-__all__ = ["DataConfig", "IFDConfig", "JudgeConfig", "PipelineConfig", "ReflectionConfig", "ScaleConfig",
-           "SelectITConfig", "SelectionConfig", "TeacherConfig", "TuneConfig", "load_config"]
+__all__ = ["DataConfig", "EvalConfig", "IFDConfig", "IFDScoringConfig", "JudgeConfig", "PipelineConfig",
+           "ReflectionConfig", "ScaleConfig", "SelectITConfig", "SelectionConfig", "TeacherConfig", "TuneConfig",
+           "load_config"]
 
 
 class ScaleConfig(Config):
@@ -45,10 +47,12 @@ class PipelineConfig(Config):
     experiment: str = Field("selectune", description="MLflow experiment name")
     data: DataConfig = Field(default_factory=DataConfig)
     selectit: SelectITConfig = Field(default_factory=SelectITConfig)
+    ifd: IFDScoringConfig = Field(default_factory=IFDScoringConfig)
     reflection: ReflectionConfig = Field(default_factory=ReflectionConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     tune: TuneConfig = Field(default_factory=TuneConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     scale: ScaleConfig = Field(default_factory=ScaleConfig)
 
 

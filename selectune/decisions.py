@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from selectune.data.records import write_parquet
+from selectune.evaluation.config import EvalConfig
 from selectune.judge.config import JudgeConfig
 from selectune.stage import StageResult
 from selectune.tuning.config import TuneConfig
@@ -27,6 +28,21 @@ def recycle_input(scored: str | Path, fraction: float, path: Path) -> Path:
     n = max(1, int(len(df) * fraction + 1e-9))
     keep = [c for c in df.columns if not c.startswith("selectit")]
     return write_parquet(df.head(n)[keep].reset_index(drop=True), path)
+
+
+def tune_settings(tune: TuneConfig, evaluation: EvalConfig) -> TuneConfig:
+    """The tune stage's config in the pipeline: with the evaluate stage on, every selected record trains and the
+    evaluate stage measures the model on the fixed evaluation set (no second split of the selected subset)."""
+    if not evaluation.enabled or tune.heldout:
+        return tune
+    return tune.model_copy(update={"eval_fraction": 0.0, "eval_prompts": 0})
+
+
+def models_to_compare(tune: TuneConfig, tuned: StageResult | None) -> dict[str, str]:
+    """What the evaluate stage compares, the candidate first: the model tuned now (or, when tuning was skipped
+    because the subset did not change, the latest registered version) against its base."""
+    candidate = str(tuned.outputs.adapter) if tuned is not None else f"models:/{tune.register_as}/latest"
+    return {"tuned": candidate, "base": tune.base}
 
 
 def model_under_evaluation(judge: JudgeConfig, tune: TuneConfig, tuned: StageResult | None) -> str | None:
@@ -48,12 +64,12 @@ class RunReport:
     tags: dict[str, str] = field(default_factory=dict)
 
 
-def report(stages: list[StageResult], digest: str, tuned: StageResult | None, judged: StageResult | None,
-           tune_skipped: bool) -> RunReport:
+def report(stages: list[StageResult], digest: str, tune_skipped: bool) -> RunReport:
     """The run's summary from its stage results: record counts, the selected subset, the teacher's totals over
-    every recycling stage, the tuned model's evaluation, the judge's quality and which stages were skipped."""
-    loaded, chosen = stages[0], next(s for s in stages if s.stage == "select")
-    scored = [s for s in stages if s.stage.startswith("selectit")][-1]
+    every recycling stage, the evaluation (with its set's digest), the judge's quality, the skipped stages."""
+    found = {s.stage: s for s in stages}
+    loaded, chosen = found["load"], found["select"]
+    scored = [s for s in stages if s.stage.startswith("selectit")][-1]  # the SelectIT stage run last
     summary: dict[str, Any] = {
         "records_in": loaded.metrics["records_out"], "rejected": loaded.metrics["rejected"],
         "duplicates": loaded.metrics["duplicates"], "selected": chosen.metrics["records_out"],
@@ -67,15 +83,23 @@ def report(stages: list[StageResult], digest: str, tuned: StageResult | None, ju
         values = [s.metrics[f"teacher.{key}"] for s in stages if f"teacher.{key}" in s.metrics]
         if values:
             out.metrics[f"teacher.{key}"] = sum(values)
+    if carved := found.get("evalset"):
+        summary["eval_set_digest"] = out.tags["selectune.eval_set_digest"] = carved.outputs.digest
+        summary["eval_records"] = carved.metrics["eval_records"]
     if tune_skipped:
         summary["tune"], out.tags["selectune.tune"] = NO_CHANGE, "no change"
-    if tuned is not None:
+    if tuned := found.get("tune"):
         evals = {k: v for k, v in tuned.metrics.items() if k.startswith("eval.")}
         summary.update(evals)
         out.metrics.update(evals)
         if tuned.outputs.model_uri:
             summary["model_uri"] = out.tags["selectune.model_uri"] = tuned.outputs.model_uri
-    if judged is not None:
+    if evaluated := found.get("evaluate"):
+        summary.update({k: v for k, v in evaluated.metrics.items() if k.startswith("eval.") and "ci_" not in k})
+        out.metrics.update({k: v for k, v in evaluated.metrics.items() if k.startswith("eval.")})
+        if evaluated.mlflow_run_id:
+            out.tags["selectune.evaluate_run_id"] = evaluated.mlflow_run_id
+    if judged := found.get("judge"):
         for key in JUDGE_SUMMARY:
             if key in judged.metrics:
                 out.metrics[key] = summary[key] = judged.metrics[key]

@@ -1,6 +1,5 @@
 """Prefect task: Selective Reflection-Tuning recycling (stage 2)."""
 
-import os
 from pathlib import Path
 
 from prefect import task
@@ -9,21 +8,13 @@ from prefect.cache_policies import NO_CACHE
 from selectune.reflection.config import ReflectionConfig
 from selectune.reflection.stage import RecycleOutputs, recycle_stage
 from selectune.stage import StageResult
+from tasks.secrets import secret_key
 
 
 def teacher_key(cfg: ReflectionConfig) -> str | None:
-    """The openai teacher's key from its Prefect Secret block, when the environment variable is unset. The value
-    goes to the library as an argument: never a task parameter, result, log line or artifact."""
+    """The openai teacher's key from its Secret block (see :func:`secret_key`)."""
     teacher = cfg.teacher
-    if teacher.backend != "openai" or os.environ.get(teacher.api_key_env) or not teacher.api_key_secret:
-        return None
-    from prefect.blocks.system import Secret
-
-    try:
-        return str(Secret.load(teacher.api_key_secret).get()) or None
-    except Exception as err:  # noqa: BLE001 - report which block, never a value
-        raise ValueError(f"could not load Prefect Secret block {teacher.api_key_secret!r}: "
-                         f"{type(err).__name__}") from None
+    return secret_key(teacher.api_key_env, teacher.api_key_secret) if teacher.backend == "openai" else None
 
 
 # A remote teacher fails transiently (rate limits, restarts): retry the task with backoff. Finished teacher

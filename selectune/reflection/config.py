@@ -40,6 +40,14 @@ class IFDConfig(BatchedScoring):
     template: Literal["alpaca", "vicuna", "chat"] = Field("alpaca", description="Prompt template around Q")
 
 
+class IFDScoringConfig(IFDConfig):
+    """IFD / reversed IFD of every scored record, added as columns (``ifd``, ``rifd``, ...) to rank by, e.g. Cherry
+    LLM's selection: ``selection: {by: ifd, score_below: 1.0}``."""
+
+    enabled: bool = Field(False, description="Score every record's IFD after SelectIT, in the pipeline flow")
+    use_cache: bool = Field(True, description="Reuse IFD statistics from the content-addressed cache")
+
+
 class ReflectionConfig(Config):
     """Selective Reflection-Tuning recycling (arXiv 2402.10110): teacher rewrites kept when the student's
     IFD / reversed-IFD say they help."""

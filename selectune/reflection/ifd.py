@@ -96,3 +96,30 @@ def ifd_scores(df: pd.DataFrame, cfg: IFDConfig, model: Any = None, tokenizer: A
         log.info("IFD: %d of %d records truncated to max_length %d", res["ifd_truncated"].sum(), len(df),
                  cfg.max_tokens)
     return res[COLUMNS]
+
+
+STATS = ("ifd_stats", ("stats TEXT",))  # cache table: the COLUMNS of one record as JSON
+
+
+def cached_ifd_scores(df: pd.DataFrame, cfg: IFDConfig, cache: Any = None, progress: bool = True) -> pd.DataFrame:
+    """:func:`ifd_scores` through the content-addressed cache (record id x student fingerprint x template x
+    token limit x dtype): only uncached records are computed, the student loads only when one is."""
+    import json
+
+    from selectune.core.cache import cache_key
+
+    if cache is None:
+        return ifd_scores(df, cfg, progress=progress)
+    student = models.fingerprint(cfg.model)
+    dtype = resolve_dtype(cfg.dtype, best_device())
+    keys = [cache_key(rid, student, cfg.template, cfg.max_tokens, dtype, "ifd-v1") for rid in df["id"]]
+    found = {k: json.loads(v[0]) for k, v in cache.get_many(keys).items()}
+    todo = [i for i, k in enumerate(keys) if k not in found]
+    if todo:
+        fresh = ifd_scores(df.iloc[todo], cfg, progress=progress)
+        rows = [(keys[i], json.dumps({c: (bool(v) if c == "ifd_truncated" else float(v)) for c, v in r.items()}))
+                for i, (_, r) in zip(todo, fresh.iterrows(), strict=True)]
+        cache.put_many(rows)
+        found.update({k: json.loads(v) for k, v in rows})
+    out = pd.DataFrame([found[k] for k in keys], index=df.index, columns=COLUMNS)
+    return out.astype({"ifd_truncated": bool, "n_tokens_a": int, "n_tokens_q": int})

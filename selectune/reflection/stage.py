@@ -10,7 +10,7 @@ import pandas as pd
 
 from selectune.core import plots
 from selectune.core.digests import file_digest
-from selectune.reflection.config import ReflectionConfig
+from selectune.reflection.config import IFDScoringConfig, ReflectionConfig
 from selectune.reflection.recycle import recycle, write_outputs
 from selectune.stage import StageResult, run_stage
 from selectune.tracking import runs
@@ -45,3 +45,35 @@ def recycle_stage(cfg: ReflectionConfig, records: str | Path, run_dir: str | Pat
         return outputs, res.metrics
 
     return run_stage("recycle", run_dir, cfg, inputs, body, RecycleOutputs, parent_run_id)
+
+
+@dataclass(frozen=True)
+class IFDOutputs:
+    scored: Path  # the scored records plus the IFD columns (ifd, rifd, their loss ratios, the four losses)
+
+
+def ifd_stage(cfg: IFDScoringConfig, scored: str | Path, run_dir: str | Path,
+              parent_run_id: str | None = None) -> StageResult[IFDOutputs]:
+    """Add every record's IFD / r-IFD under the student to the scored table (cached per record)."""
+    from selectune.core import models
+    from selectune.core.cache import Cache
+    from selectune.core.settings import home
+    from selectune.data.records import write_parquet
+    from selectune.reflection.ifd import STATS, cached_ifd_scores
+
+    inputs = {"scored": file_digest(scored), "student": models.fingerprint(cfg.model)}
+
+    def body(out: Path) -> tuple[IFDOutputs, dict[str, float]]:
+        df = pd.read_parquet(scored)
+        cache = Cache(home() / "cache" / "ifd.sqlite", *STATS) if cfg.use_cache else None
+        stats = cached_ifd_scores(df, cfg, cache)
+        table = pd.concat([df.drop(columns=[c for c in stats.columns if c in df.columns]), stats], axis=1)
+        path = write_parquet(table, out / "scored.parquet")
+        m = {"records_in": len(df), "ifd_median": float(stats["ifd"].median()),
+             "ifd_below_1": int((stats["ifd"] < 1).sum()), "truncated": int(stats["ifd_truncated"].sum())}
+        if parent_run_id:
+            runs.log_figure(plots.score_histogram(stats["ifd"], 1.0, "IFD of every record", labels=df.get("label"),
+                                                  xlabel="IFD"), "ifd_hist.png")
+        return IFDOutputs(path), m
+
+    return run_stage("ifd", run_dir, cfg, inputs, body, IFDOutputs, parent_run_id)

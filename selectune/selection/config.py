@@ -25,6 +25,8 @@ class SelectionConfig(Config):
     fraction: float | None = Field(0.2, gt=0, le=1, description="Keep this top fraction")
     top_k: int | None = Field(None, ge=1, description="Keep the top k (overrides fraction)")
     threshold: float | None = Field(None, description="Keep scores >= threshold (overrides fraction)")
+    score_below: float | None = Field(None, description="Drop records whose ranking score is >= this before the "
+                                      "budget is filled, e.g. 1.0 with by: ifd (Cherry LLM keeps IFD < 1)")
     seed: int = Field(0, description="Seed of the random baseline")
     min_chars: int | None = Field(None, ge=0, description="Drop records whose response has fewer characters")
     max_chars: int | None = Field(None, ge=1, description="Drop records whose response has more characters")

@@ -38,9 +38,9 @@ class SelectionResult:
 
     ``table`` holds every input row in rank order (index reset) plus ``selection_score`` (the score ranked by),
     ``rank`` (1 = best, 1..n without gaps), ``selected`` (bool), ``decision`` (selected, below_cut,
-    score_missing, too_short, too_long, quota_full, too_similar) and ``decision_reason`` (str). ``selected`` is
-    the selected rows only, in rank order. ``cut_value`` is the threshold in threshold mode, else the score of the last
-    selected row (None when nothing was selected, and for the random and full baselines).
+    score_missing, score_too_high, too_short, too_long, quota_full, too_similar) and ``decision_reason`` (str).
+    ``selected`` is the selected rows only, in rank order. ``cut_value`` is the threshold in threshold mode, else
+    the score of the last selected row (None when nothing was selected, and for the random and full baselines).
     ``budget`` is the number of slots in k / fraction mode (None otherwise).
     """
 
@@ -89,6 +89,9 @@ def _select(df: pd.DataFrame, cfg: SelectionConfig, mode: str, value: float, emb
 
     scored = np.array([m is None for m in missing], dtype=bool)
     reject(~scored, "score_missing", [f"score missing{m}" for m in missing])
+    if cfg.score_below is not None:
+        high = np.where(np.isnan(score), -np.inf, score) >= cfg.score_below
+        reject(high, "score_too_high", [f"score {v:.6g} >= score_below {cfg.score_below:g}" for v in score])
     if cfg.min_chars is not None or cfg.max_chars is not None:
         if "output" not in table.columns:
             raise ValueError("min_chars/max_chars need an 'output' column")

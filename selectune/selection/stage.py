@@ -16,7 +16,8 @@ from selectune.selection.select import SelectionResult, select_records
 from selectune.stage import StageResult, run_stage
 from selectune.tracking import runs
 
-DECISIONS = ("selected", "below_cut", "score_missing", "too_short", "too_long", "quota_full", "too_similar")
+DECISIONS = ("selected", "below_cut", "score_missing", "score_too_high", "too_short", "too_long", "quota_full",
+             "too_similar")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ def select_file(cfg: SelectionConfig, scored: str | Path, out: Path, judge: str 
     """Select from a scored Parquet file into ``out`` (selection.parquet, selected.parquet, selected_alpaca.json):
     the judge's scores first when ``judge`` is set, embeddings (cached) when the diversity pass is on."""
     df = pd.read_parquet(scored)
+    if "output" in df.columns:  # a derived score for length baselines (by: response_chars)
+        df = df.assign(response_chars=df["output"].fillna("").astype(str).str.len())
     m: dict[str, float] = {"records_in": len(df)}
     vectors = None
     if judge:

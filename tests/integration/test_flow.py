@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from selectune.config import DataConfig, PipelineConfig, SelectionConfig, SelectITConfig, TuneConfig
+from selectune.config import DataConfig, EvalConfig, PipelineConfig, SelectionConfig, SelectITConfig, TuneConfig
+from selectune.core.prompts import prompt_text
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,8 @@ def _config(tmp_path: Path, data_file: Path, models: list[str], on_invalid: str 
     return PipelineConfig(run_dir=str(tmp_path / "run"), experiment="flow-test",
                           data=DataConfig(input=str(data_file), on_invalid=on_invalid),
                           selectit=SelectITConfig(models=models, dtype="float32"),
-                          selection=SelectionConfig(fraction=0.5), tune=TuneConfig(enabled=False))
+                          selection=SelectionConfig(fraction=0.5), tune=TuneConfig(enabled=False),
+                          eval=EvalConfig(enabled=False))  # these tests count records: evaluation has its own
 
 
 def _children(client, parent_id: str) -> dict[str, object]:
@@ -207,3 +209,77 @@ def test_flow_with_reflection_key_from_secret_block(prefect_server, mlflow_store
     assert parent.data.params["reflection.teacher.api_key_secret"] == "teacher-key-flow-test"
     for path in [p for p in tmp_path.rglob("*") if p.is_file()]:  # run dir, MLflow store, artifacts, cache
         assert key.encode() not in path.read_bytes(), path
+
+
+def _dataset(n: int) -> list[dict[str, str]]:
+    words = ("the capital of france is paris two and three is five a python function returns the sum of a list "
+             "translate good morning red is a color").split()
+    return [{"instruction": f"Explain {' '.join(words[i % 7:i % 7 + 3])} number {i}?", "input": "",
+             "output": " ".join(words[(i * 3) % 20:(i * 3) % 20 + 4 + i % 5])} for i in range(n)]
+
+
+def test_evaluation_is_fixed_across_runs_and_recomputable(prefect_server, mlflow_store, tmp_path, tiny_model) -> None:
+    """Two runs with different selection strategies: the same evaluation set (digest tag), never trained on; the
+    logged tuned-model loss equals a recomputation from the registered adapter on the logged evaluation set; the
+    judge's win-rate and the harness's local tasks are measured per item."""
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from flows.curate import run_pipeline as curate
+    from selectune.tracking import registry
+    from tests.fixtures import LM_EVAL_TASKS
+
+    data_file = tmp_path / "data.json"
+    data_file.write_text(json.dumps(_dataset(48)))
+    tune = TuneConfig(base=tiny_model, max_steps=2, batch_size=2, grad_accum=1, max_tokens=128, dtype="float32",
+                      register_as="eval-test")
+    evaluation = EvalConfig(fraction=0.25, judge=tiny_model, max_new_tokens=4, lm_eval_tasks=["selectune_mc"],
+                            lm_eval_include_path=str(LM_EVAL_TASKS), bootstrap_resamples=200)
+    summaries = []
+    for strategy in ("top", "random"):
+        cfg = _config(tmp_path, data_file, [tiny_model]).model_copy(update={
+            "tune": tune, "eval": evaluation, "run_dir": str(tmp_path / strategy),
+            "selection": SelectionConfig(strategy=strategy, fraction=0.5)})
+        summaries.append(curate(cfg))
+    top, rnd = summaries
+    assert top["eval_set_digest"] == rnd["eval_set_digest"] and top["selected_digest"] != rnd["selected_digest"]
+    client = MlflowClient()
+    tags = [client.get_run(s["mlflow_run_id"]).data.tags for s in summaries]
+    assert tags[0]["selectune.eval_set_digest"] == tags[1]["selectune.eval_set_digest"] == top["eval_set_digest"]
+    eval_set = pd.read_parquet(tmp_path / "top" / "evalset" / "eval.parquet")
+    assert len(eval_set) == top["eval_records"] > 5
+    for strategy in ("top", "random"):
+        trained = set(pd.read_parquet(tmp_path / strategy / "select" / "selected.parquet")["id"])
+        pool = set(pd.read_parquet(tmp_path / strategy / "evalset" / "pool.parquet")["id"])
+        assert trained and not trained & set(eval_set["id"]) and not pool & set(eval_set["id"])
+
+    # the logged tuned loss, recomputed independently from the registered adapter on the evaluation set
+    model, tok = registry.load(top["model_uri"])
+    nll, count = 0.0, 0
+    for r in eval_set.itertuples():
+        prompt = tok(prompt_text("alpaca", tok, r.instruction, r.input), add_special_tokens=True)["input_ids"]
+        reply = tok(r.output, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        ids = torch.tensor([(prompt + reply)[:128]])
+        n = ids.shape[1] - len(prompt)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
+        nll -= float(logp[len(prompt) - 1:, :].gather(1, ids[0, len(prompt):, None]).sum()) if n > 0 else 0.0
+        count += max(n, 0)
+    metrics = client.get_run(top["mlflow_run_id"]).data.metrics
+    assert metrics["eval.loss.tuned"] == pytest.approx(nll / count, abs=1e-4)
+    assert metrics["eval.loss.tuned_vs_base.delta"] == pytest.approx(metrics["eval.loss.tuned"]
+                                                                      - metrics["eval.loss.base"], abs=1e-4)
+    assert metrics["eval.loss.tuned_vs_base.delta.ci_low"] <= metrics["eval.loss.tuned_vs_base.delta"]
+    assert 0 <= metrics["eval.winrate.tuned_vs_base"] <= 1 and metrics["eval.winrate.tuned_vs_base.parse_failures"] == 0
+    assert metrics["eval.winrate.tuned_vs_base.items"] == len(eval_set)
+    assert {"eval.lm_eval.selectune_mc.acc.tuned", "eval.lm_eval.selectune_mc.acc.base"} <= set(metrics)
+    items = pd.read_parquet(tmp_path / "top" / "evaluate" / "items.parquet")
+    assert set(items["metric"]) == {"loss", "winrate_vs_base", "answer_chars", "lm_eval.selectune_mc.acc"}
+    assert len(items[items["metric"] == "loss"]) == 2 * len(eval_set)
+    evaluate_run = tags[0]["selectune.evaluate_run_id"]
+    assert "evaluate/items.parquet" in {a.path for a in client.list_artifacts(evaluate_run, "evaluate")}
+    ds = [i.dataset for i in client.get_run(
+        next(r.info.run_id for r in client.search_runs([client.get_run(top["mlflow_run_id"]).info.experiment_id],
+                                                        f"tags.mlflow.parentRunId = '{top['mlflow_run_id']}' and "
+                                                        "tags.mlflow.runName = 'evalset'"))).inputs.dataset_inputs]
+    assert ds[0].name == "eval_set"

@@ -32,7 +32,8 @@ def _recipe(tmp: Path, data: Path, model: str, run_dir: Path, batch_size: int = 
     recipe = tmp / f"{run_dir.name}.json"
     recipe.write_text(json.dumps({"experiment": "resume", "run_dir": str(run_dir), "data": {"input": str(data)},
                                   "selectit": {"models": [model], "dtype": "float32", "batch_size": batch_size},
-                                  "selection": {"fraction": 0.25}, "tune": {"enabled": False}}))
+                                  "selection": {"fraction": 0.25}, "tune": {"enabled": False},
+                                  "eval": {"enabled": False}}))
     return recipe
 
 

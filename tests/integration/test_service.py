@@ -65,9 +65,10 @@ def test_dashboard_triggered_run_records_its_parameters(service, records, tiny_m
     dep = _deployment(api, "curate-on-demand")
     assert dep["schedules"] == [] and dep["work_pool_name"] == POOL
     props = dep["parameter_openapi_schema"]["properties"]
-    assert {"data", "selectit", "reflection", "selection", "tune", "run_dir", "experiment"} <= set(props)
+    assert {"data", "selectit", "reflection", "selection", "tune", "eval", "run_dir", "experiment"} <= set(props)
     params = {"data": {"input": str(data)}, "selectit": {"models": [tiny_model], "rating_scale": 3, "dtype": "float32"},
-              "selection": {"fraction": 0.5}, "tune": {"enabled": False}, "run_dir": str(tmp / "run-a"),
+              "selection": {"fraction": 0.5}, "tune": {"enabled": False}, "eval": {"enabled": False},
+              "run_dir": str(tmp / "run-a"),
               "experiment": "dashboard"}
     run = _trigger(api, dep["id"], params)
     assert run["state"]["type"] == "COMPLETED", (tmp / "worker.log").read_text()[-4000:]
@@ -87,7 +88,8 @@ def test_scheduled_retrain_scores_only_new_rows(service, records, tiny_model) ->
     assert schedule["schedule"]["cron"] == "*/30 * * * *"
     assert dep["parameters"]["data"]["input"] == str(grow)
     rows = records.drop(columns="id").to_dict("records")
-    override = {"selectit": {"models": [tiny_model], "dtype": "float32"}, "tune": {"enabled": False}}
+    override = {"selectit": {"models": [tiny_model], "dtype": "float32"}, "tune": {"enabled": False},
+                "eval": {"enabled": False}}
     uri = service["env"]["MLFLOW_TRACKING_URI"]
     _write_jsonl(grow, rows[:4])
     first = _trigger(api, dep["id"], override)
@@ -112,7 +114,8 @@ def test_flow_against_mlflow_server(tmp_path, records, tiny_model, monkeypatch) 
     recipe.write_text(json.dumps({"experiment": "server", "run_dir": str(tmp_path / "run"),
                                   "data": {"input": str(data)}, "selectit": {"models": [tiny_model],
                                                                              "dtype": "float32"},
-                                  "selection": {"top_k": 2}, "tune": {"enabled": False}}))
+                                  "selection": {"top_k": 2}, "tune": {"enabled": False},
+                                  "eval": {"enabled": False}}))
     with mlflow_server(tmp_path / "mlflow") as uri:
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
         env.pop("PREFECT_API_URL", None)

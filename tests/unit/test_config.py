@@ -19,7 +19,12 @@ def test_recipes_exist() -> None:
 
 @pytest.mark.parametrize("recipe", RECIPE_FILES, ids=lambda p: p.name)
 def test_recipe_loads(recipe: Path) -> None:
-    cfg = load_config(recipe)
+    if recipe.name.startswith("experiment-"):  # pipeline recipes plus arms and seeds (tests/unit/test_experiment.py)
+        from selectune.experiment import load_experiment
+
+        cfg = load_experiment(recipe)[0]
+    else:
+        cfg = load_config(recipe)
     assert isinstance(cfg, PipelineConfig)
     assert cfg.selectit.models
     assert cfg.experiment != PipelineConfig().experiment  # each recipe names its own experiment

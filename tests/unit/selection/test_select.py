@@ -349,3 +349,12 @@ def test_missing_ids() -> None:
     df = frame10([1.0, 2.0], ids=["a", None])
     with pytest.raises(ValueError, match=r"1 record\(s\) have a missing 'id'"):
         select(df)
+
+
+def test_score_below_drops_high_scores_before_the_budget_is_filled() -> None:
+    df = frame([0.5, 1.2, 0.9, 0.7, 1.0, 0.95, 0.3, 0.8, 0.6, 0.4])  # IFD-like: >= 1 means the prompt does not help
+    res = select_records(df, SelectionConfig(by="selectit_score", fraction=0.3, score_below=1.0))
+    assert res.selected["id"].tolist() == ["r5", "r2", "r7"]  # 0.95, 0.9, 0.8: budget floor(0.3 * 10) = 3
+    r = dict(zip(res.table["id"], res.table["decision_reason"], strict=True))
+    assert r["r1"] == "score 1.2 >= score_below 1" and r["r4"] == "score 1 >= score_below 1"
+    assert set(res.table.loc[res.table["decision"] == "score_too_high", "id"]) == {"r1", "r4"}
