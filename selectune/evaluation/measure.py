@@ -119,4 +119,7 @@ def judged_rows(judge: Any, items: pd.DataFrame, out: Measurements, names: list[
             rows.append({"item_id": rid, "model": candidate, "metric": f"winrate_vs_{other}",
                          "value": r.winrate if not math.isnan(r.winrate) else float("nan"), "weight": 1.0,
                          "detail": json.dumps(detail, ensure_ascii=False)})
+            if not math.isnan(r.orders_agree):
+                rows.append({"item_id": rid, "model": candidate, "metric": f"orders_agree_vs_{other}",
+                             "value": r.orders_agree, "weight": 1.0})
     return rows

@@ -3,7 +3,8 @@ against each other model, the paired difference with its bootstrap interval.
 
 Metric names (MLflow): ``eval.loss.<model>`` (token-weighted mean loss of the reference answers) and
 ``eval.ppl.<model>``; ``eval.loss.<candidate>_vs_<other>.delta`` with ``.ci_low`` / ``.ci_high``;
-``eval.winrate.<candidate>_vs_<other>`` with its interval, ``.items`` and ``.parse_failures``;
+``eval.winrate.<candidate>_vs_<other>`` with its interval, ``.items``, ``.parse_failures`` and ``.orders_agree``
+(the share of items whose two orders named the same winner: low means the judge follows the position);
 ``eval.lm_eval.<task>.<metric>.<model>`` and ``eval.lm_eval.<task>.<metric>.<candidate>_vs_<other>.delta`` with
 its interval. Lower is better for loss, higher for win-rate and the harness's accuracies.
 """
@@ -65,6 +66,9 @@ def summarize(items: pd.DataFrame, models: list[str], cfg: EvalConfig,
             out.update(_interval(name, rate))
             out[f"{name}.items"] = float(rate.n)
             out[f"{name}.parse_failures"] = float((parse_failures or {}).get(f"{candidate}_vs_{other}", 0))
+            agree = items[(items["metric"] == f"orders_agree_vs_{other}") & (items["model"] == candidate)]
+            if len(agree):
+                out[f"{name}.orders_agree"] = float(agree["value"].mean())
     return {k: round(v, 6) for k, v in out.items() if math.isfinite(v)}
 
 

@@ -131,13 +131,16 @@ class SelfJJudge:
 
 def win_rates(judge: PairwiseJudge, items: pd.DataFrame, candidate: Sequence[str], baseline: Sequence[str],
               ) -> pd.DataFrame:
-    """Per item: the candidate's score (NaN when no verdict parsed) and both orders' verdicts and raw outputs."""
+    """Per item: the candidate's score (NaN when no verdict parsed), both orders' verdicts and raw outputs, and
+    ``orders_agree``: 1 when both orders name the same winner (or both a tie), 0 when the verdict followed the
+    position, NaN unless both orders parsed. A judge that always answers "A" agrees on no item and scores 0.5."""
     first = judge.verdicts(items, candidate, baseline)
     second = judge.verdicts(items, baseline, candidate) if judge.positional else [(None, "")] * len(first)
     rows = []
     for (v1, raw1), (v2, raw2) in zip(first, second, strict=True):
         scores = [s for s in (score(v1, True), score(v2, False) if judge.positional else None) if s is not None]
-        rows.append({"winrate": float(np.mean(scores)) if scores else float("nan"),
+        agree = float(score(v1, True) == score(v2, False)) if judge.positional and len(scores) == 2 else float("nan")
+        rows.append({"winrate": float(np.mean(scores)) if scores else float("nan"), "orders_agree": agree,
                      "verdict_candidate_first": v1, "verdict_baseline_first": v2,
                      "raw_candidate_first": raw1, "raw_baseline_first": raw2,
                      "parse_failures": int(v1 is None) + int(judge.positional and v2 is None)})

@@ -22,6 +22,7 @@ def test_summary_by_hand() -> None:
         rows("tuned", "loss", [1.0, 2.0, float("nan")], [1.0, 3.0, 0.0]),  # item 3: no response token
         rows("base", "loss", [2.0, 2.5, 3.0], [1.0, 3.0, 2.0]),
         rows("tuned", "winrate_vs_base", [1.0, 0.5, float("nan")]),
+        rows("tuned", "orders_agree_vs_base", [1.0, 0.0]),
         rows("tuned", "lm_eval.mc.acc", [1.0, 0.0, 1.0]), rows("base", "lm_eval.mc.acc", [0.0, 0.0, 1.0]),
     ])
     m = summarize(items, ["tuned", "base"], EvalConfig(bootstrap_resamples=500), {"tuned_vs_base": 2})
@@ -32,7 +33,7 @@ def test_summary_by_hand() -> None:
     assert m["eval.loss.tuned_vs_base.delta"] == pytest.approx(-0.625)
     assert m["eval.loss.tuned_vs_base.delta.ci_low"] <= -0.625 <= m["eval.loss.tuned_vs_base.delta.ci_high"]
     assert m["eval.winrate.tuned_vs_base"] == 0.75 and m["eval.winrate.tuned_vs_base.items"] == 2
-    assert m["eval.winrate.tuned_vs_base.parse_failures"] == 2
+    assert m["eval.winrate.tuned_vs_base.parse_failures"] == 2 and m["eval.winrate.tuned_vs_base.orders_agree"] == 0.5
     assert m["eval.lm_eval.mc.acc.tuned"] == pytest.approx(2 / 3)
     assert m["eval.lm_eval.mc.acc.base"] == pytest.approx(1 / 3)
     assert m["eval.lm_eval.mc.acc.tuned_vs_base.delta"] == pytest.approx(1 / 3)

@@ -58,8 +58,8 @@ def test_evaluate_stage_items_metrics_and_cached_answers(eval_set: Path, tiny_mo
                      lm_eval_include_path=str(LM_EVAL_TASKS), bootstrap_resamples=200)
     res = evaluate_stage(cfg, eval_set, {"tuned": tiny_model_2, "base": tiny_model}, tmp_path / "run")
     items = pd.read_parquet(res.outputs.items)
-    assert set(items["metric"]) == {"loss", "winrate_vs_base", "answer_chars", "lm_eval.selectune_mc.acc",
-                                    "lm_eval.selectune_gen.exact_match"}
+    assert set(items["metric"]) == {"loss", "winrate_vs_base", "orders_agree_vs_base", "answer_chars",
+                                    "lm_eval.selectune_mc.acc", "lm_eval.selectune_gen.exact_match"}
     assert len(items[items["metric"] == "loss"]) == 2 * 6 and (items.query("metric == 'loss'")["weight"] > 0).all()
     assert len(items[items["metric"] == "lm_eval.selectune_mc.acc"]) == 2 * 6  # every document, both models
     answers = items[items["metric"] == "answer_chars"]

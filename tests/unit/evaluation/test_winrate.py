@@ -59,6 +59,7 @@ def test_api_judge_both_orders_position_bias_and_parse_failures(tmp_path, monkey
     assert res["verdict_candidate_first"].tolist() == ["A", "A", "A"]
     assert res["verdict_baseline_first"].fillna("none").tolist() == ["B", "none", "A"]  # 'six' first: no verdict
     assert res["parse_failures"].tolist() == [0, 1, 0] and res.loc[1, "raw_baseline_first"] == "Hard to say."
+    assert res["orders_agree"].fillna(-1).tolist() == [1.0, -1, 0.0]  # q3 followed the position
 
 
 def test_an_item_without_any_verdict_is_left_out(tmp_path, monkeypatch) -> None:
@@ -94,6 +95,7 @@ def test_self_j_judge_scores_each_answer_once(tiny_model: str) -> None:
     judge = SelfJJudge(load_judge(tiny_model, "float32"))
     res = win_rates(judge, ITEMS, GOOD, BAD)
     assert res["verdict_baseline_first"].isna().all() and res["parse_failures"].sum() == 0
+    assert res["orders_agree"].isna().all()  # one order only: nothing to agree with
     assert set(res["winrate"]) <= {0.0, 0.5, 1.0}
     same = win_rates(judge, ITEMS, GOOD, GOOD)
     assert same["winrate"].tolist() == [0.5, 0.5, 0.5]  # identical answers tie
