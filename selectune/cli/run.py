@@ -39,18 +39,54 @@ def run_cmd(config: Annotated[Path | None, typer.Option(help="YAML recipe (Pipel
                f"browse: mlflow ui --backend-store-uri {uri}")
 
 
-def compare_cmd(run_ids: Annotated[list[str] | None, typer.Argument(help="MLflow parent run ids")] = None,
+def compare_cmd(run_ids: Annotated[list[str] | None, typer.Argument(help="MLflow pipeline run ids")] = None,
                 experiment: Annotated[str | None, typer.Option(help="Every pipeline run of this experiment")] = None,
+                baseline: Annotated[str | None, typer.Option(help="Run id: every other run's loss and win-rate "
+                                                             "minus this run's, on the same items, with 95% "
+                                                             "paired bootstrap intervals")] = None,
                 html: Annotated[Path, typer.Option(help="HTML report with plots")] = Path("compare.html")) -> None:
-    """Pipeline runs side by side (strategy, subset, scorers, held-out loss, judge, time, teacher cost)."""
+    """Pipeline runs side by side: strategy, subset, evaluation with intervals, judge, time, teacher cost.
+    Evaluation numbers compare only within one evaluation set (row 'eval set')."""
     disable_telemetry()
-    from selectune.tracking.compare import collect, html_report, text_table
+    from selectune.tracking.compare import against_baseline, collect, eval_sets, html_report, text_table
 
     try:
         df = collect(run_ids, experiment)
+        if df.empty:
+            fail("no pipeline runs found")
+        if baseline:
+            df = against_baseline(df, baseline)
+    except typer.Exit:
+        raise
     except Exception as err:  # unknown run id / experiment, unreachable server
         fail(str(err))
-    if df.empty:
-        fail("no pipeline runs found")
     typer.echo(text_table(df))
+    sets = eval_sets(df)
+    if len(sets) > 1:
+        groups = "; ".join(f"{d or 'no evaluation'}: {len(r)} run(s)" for d, r in sets.items())
+        typer.secho(f"\nnote: these runs were evaluated on {len(sets)} different evaluation sets ({groups}); "
+                    "evaluation numbers are comparable only within one set", fg="yellow")
     typer.echo(f"\nreport: {html_report(df, html, experiment or 'selectune runs')}")
+
+
+def experiment_cmd(config: Annotated[Path, typer.Option(help="Experiment recipe: a pipeline recipe with arms: and "
+                                                        "seeds:")],
+                   run_dir: Annotated[str | None, typer.Option(help="Output folder (one sub-folder per run)")] = None,
+                   name: Annotated[str | None, typer.Option(help="Experiment name (default: the recipe's file "
+                                                            "name)")] = None) -> None:
+    """Run every arm x seed of an experiment recipe and compare the arms on the same evaluation items."""
+    disable_telemetry()
+    import yaml
+    from pydantic import ValidationError
+
+    from selectune.experiment import expand, load_experiment
+
+    try:
+        base, grid = load_experiment(config)
+        expand(base, grid, run_dir or "runs")  # refuse a grid whose runs would not be comparable, before any work
+    except (ValidationError, ValueError, OSError, yaml.YAMLError) as err:
+        fail(f"{config}: {err}")
+    from flows.experiment import experiment
+
+    res = experiment(base, grid, name or config.stem, run_dir)
+    typer.echo(f"\noutputs: {res['run_dir']}\nMLflow run {res['mlflow_run_id']} in {res['mlflow_tracking_uri']}")
