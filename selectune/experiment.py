@@ -21,8 +21,8 @@ import yaml
 from pydantic import Field
 
 from selectune.config import PipelineConfig
+from selectune.core.bootstrap import grid_bootstrap
 from selectune.core.config import Config
-from selectune.evaluation.bootstrap import grid_bootstrap
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

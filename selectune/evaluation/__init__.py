@@ -3,6 +3,7 @@ model (tuned, base, champion) measured on the same items, per item, with paired 
 
 evalset.py    the hash-band carve-out               measure.py  losses, greedy answers, lm-eval per item and model
 harness.py    lm-evaluation-harness on a loaded model   winrate.py  pairwise judging in both orders
-bootstrap.py  paired bootstrap intervals            report.py   aggregates, deltas, intervals, the figure
-config.py     EvalConfig                            stage.py    evalset_stage, evaluate_stage
+config.py     EvalConfig                            report.py   aggregates, deltas, intervals, the figure
+stage.py      evalset_stage, evaluate_stage         (the paired bootstrap is selectune/core/bootstrap.py: compare
+                                                    and experiments use it too)
 """

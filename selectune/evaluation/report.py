@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from selectune.evaluation.bootstrap import Interval, bootstrap_mean, paired_difference
+from selectune.core.bootstrap import Interval, bootstrap_mean, paired_difference
 from selectune.evaluation.config import EvalConfig
 
 if TYPE_CHECKING:

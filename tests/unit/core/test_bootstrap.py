@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from selectune.evaluation.bootstrap import bootstrap_mean, paired_difference
+from selectune.core.bootstrap import bootstrap_mean, paired_difference
 
 
 def test_two_items_by_hand() -> None:
@@ -52,7 +52,7 @@ def test_coverage_on_a_known_distribution() -> None:
 
 
 def test_grid_bootstrap_over_seeds_and_items() -> None:
-    from selectune.evaluation.bootstrap import grid_bootstrap
+    from selectune.core.bootstrap import grid_bootstrap
 
     values = np.array([[1.0, 2.0, 3.0], [3.0, 4.0, np.nan]])  # seed 0: mean 2; seed 1: mean 3.5 (item 3 failed)
     ci = grid_bootstrap(values, resamples=2000)
