@@ -1,5 +1,9 @@
 """An experiment grid as one Prefect flow: arms x seeds as curate subflows nested in one MLflow run, the arm table
-with intervals, the figure and the Prefect artifact; `selectune compare` reads the nested runs."""
+with intervals, the figure and the Prefect artifact; `selectune compare` reads the nested runs.
+
+The flow runs in-process (like tests/integration/test_flow.py): under CliRunner, Prefect's console log handler would
+keep CliRunner's stream, closed afterwards, and break every later test's logging. The command's recipe checks are
+in tests/unit/test_experiment.py."""
 
 from __future__ import annotations
 
@@ -25,7 +29,9 @@ def test_experiment_grid(prefect_server, mlflow_store, tmp_path: Path, tiny_mode
     from mlflow.tracking import MlflowClient
     from prefect.client.orchestration import get_client
 
+    from flows.experiment import experiment
     from selectune.cli.main import app
+    from selectune.experiment import load_experiment
 
     data = tmp_path / "data.json"
     data.write_text(json.dumps(_dataset(48)))
@@ -38,9 +44,8 @@ def test_experiment_grid(prefect_server, mlflow_store, tmp_path: Path, tiny_mode
         "eval": {"fraction": 0.25, "bootstrap_resamples": 200},
         "arms": {"top": {"selection": {"strategy": "top"}}, "random": {"selection": {"strategy": "random"}}},
         "seeds": [0, 1]}, sort_keys=False))  # the first arm is the baseline
-    res = CliRunner().invoke(app, ["experiment", "--config", str(recipe), "--run-dir", str(tmp_path / "grid")])
-    assert res.exit_code == 0, res.output
-    assert "| loss | random |" in res.output  # the table, printed
+    res = experiment(*load_experiment(recipe), "grid", str(tmp_path / "grid"))
+    assert [(r["metric"], r["arm"]) for r in res["table"]] == [("loss", "top"), ("loss", "random")]
 
     client = MlflowClient()
     exp = client.get_experiment_by_name("grid-test")
@@ -64,14 +69,14 @@ def test_experiment_grid(prefect_server, mlflow_store, tmp_path: Path, tiny_mode
 
     async def artifacts_and_subflows() -> tuple[list, list]:
         async with get_client() as c:
-            arts = await c.read_artifacts()
+            arts = [a for a in await c.read_artifacts() if a.key == "selectune-experiment"]
             runs = await c.read_flow_runs()
-        return [a.key for a in arts], [r.name for r in runs]
+        return [a.data for a in arts], [r.name for r in runs]
 
     import asyncio
 
-    keys, flow_runs = asyncio.run(artifacts_and_subflows())
-    assert "selectune-experiment" in keys
+    tables, flow_runs = asyncio.run(artifacts_and_subflows())
+    assert len(tables) == 1 and "| loss | random |" in tables[0]  # the arm table as a Prefect markdown artifact
     assert {"grid-top-seed0", "grid-random-seed1"} <= set(flow_runs)
 
     cmp = CliRunner().invoke(app, ["compare", "--experiment", "grid-test", "--baseline", nested[0].info.run_id,

@@ -274,7 +274,8 @@ def test_evaluation_is_fixed_across_runs_and_recomputable(prefect_server, mlflow
     assert metrics["eval.winrate.tuned_vs_base.items"] == len(eval_set)
     assert {"eval.lm_eval.selectune_mc.acc.tuned", "eval.lm_eval.selectune_mc.acc.base"} <= set(metrics)
     items = pd.read_parquet(tmp_path / "top" / "evaluate" / "items.parquet")
-    assert set(items["metric"]) == {"loss", "winrate_vs_base", "answer_chars", "lm_eval.selectune_mc.acc"}
+    assert set(items["metric"]) == {"loss", "winrate_vs_base", "orders_agree_vs_base", "answer_chars",
+                                    "lm_eval.selectune_mc.acc"}
     assert len(items[items["metric"] == "loss"]) == 2 * len(eval_set)
     evaluate_run = tags[0]["selectune.evaluate_run_id"]
     assert "evaluate/items.parquet" in {a.path for a in client.list_artifacts(evaluate_run, "evaluate")}

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from selectune.config import PipelineConfig
 from selectune.experiment import ExperimentConfig, expand, grid_table, load_experiment, markdown
@@ -70,3 +71,16 @@ def test_shipped_experiment_recipes_expand(tmp_path: Path) -> None:
         runs = expand(base_cfg, grid, tmp_path)
         assert len(runs) == len(grid.arms) * len(grid.seeds) >= 6 and len(grid.seeds) == 2
         assert len({r.tune.max_steps for r in runs.values()}) == 1
+
+
+def test_cli_refuses_an_incomparable_grid_before_any_work(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from selectune.cli.main import app
+
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(yaml.safe_dump({"experiment": "x", "tune": {"max_steps": 2}, "arms": {
+        "a": {}, "b": {"tune": {"learning_rate": 0.1}}}}, sort_keys=False))
+    res = CliRunner().invoke(app, ["experiment", "--config", str(recipe), "--run-dir", str(tmp_path / "runs")])
+    assert res.exit_code == 2 and str(recipe) in res.output and "arm 'b'" in res.output and "changes tune" in res.output
+    assert not (tmp_path / "runs").exists()
