@@ -23,6 +23,7 @@ FIELDS: list[tuple[str, str, str]] = [
     ("started", "start", ""),
     ("status", "status", ""),
     ("strategy", "param", "selection.strategy"),
+    ("ranked by", "param", "selection.by"),
     ("budget", "budget", ""),
     ("scoring models", "param", "selectit.models"),
     ("recycling", "param", "reflection.enabled"),
@@ -36,6 +37,7 @@ FIELDS: list[tuple[str, str, str]] = [
     ("tuned loss", "metric", "eval.loss.tuned"),
     ("tuned - base loss [95% CI]", "interval", "eval.loss.tuned_vs_base.delta"),
     ("win-rate vs base [95% CI]", "interval", "eval.winrate.tuned_vs_base"),
+    ("judge orders agree", "metric", "eval.winrate.tuned_vs_base.orders_agree"),
     ("judge mean score", "metric", "judge.mean_score"),
     ("teacher calls", "metric", "teacher.calls"),
     ("teacher cost USD", "metric", "teacher.cost"),
@@ -47,7 +49,7 @@ VS_BASELINE = {"loss": "Δ tuned loss vs baseline [95% CI]", "winrate_vs_base": 
 
 
 def _budget(params: dict[str, str]) -> str:
-    for key, label in (("selection.top_k", "k="), ("selection.threshold", ">="), ("selection.fraction", "top ")):
+    for key, label in (("selection.top_k", "k="), ("selection.threshold", ">="), ("selection.fraction", "fraction ")):
         if params.get(key):
             return f"{label}{params[key]}"
     return ""
@@ -127,7 +129,7 @@ def _items(evaluate_run: str) -> pd.DataFrame | None:
 def against_baseline(df: pd.DataFrame, baseline: str, resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
     """``df`` plus, per run, the tuned model's loss and win-rate minus the baseline run's on the same items, with
     paired bootstrap intervals; runs evaluated on another set are marked not comparable."""
-    from selectune.evaluation.bootstrap import paired_difference
+    from selectune.core.bootstrap import paired_difference
 
     if baseline not in set(df["run_id"]):
         raise ValueError(f"--baseline {baseline} is not among the compared runs")

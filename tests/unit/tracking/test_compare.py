@@ -35,7 +35,7 @@ def test_compare_by_ids_and_experiment(mlflow_store, tmp_path: Path) -> None:
     assert by_exp["run_id"].tolist() == [b, a]  # newest first, child runs left out
     by_ids = compare.collect([a, b])
     row = by_ids.set_index("run_id").loc[a]
-    assert row["strategy"] == "top" and row["budget"] == "top 0.2" and row["selected"] == 30
+    assert row["strategy"] == "top" and row["budget"] == "fraction 0.2" and row["selected"] == 30
     assert row["tuned loss"] == 1.25 and row["selected digest"] == "digest-top"
     text = compare.text_table(by_ids)
     assert "random" in text and "1.5" in text and "digest-top" in text
