@@ -99,11 +99,13 @@ def ifd_scores(df: pd.DataFrame, cfg: IFDConfig, model: Any = None, tokenizer: A
 
 
 STATS = ("ifd_stats", ("stats TEXT",))  # cache table: the COLUMNS of one record as JSON
+COMMIT_EVERY = 256  # records scored between cache commits
 
 
 def cached_ifd_scores(df: pd.DataFrame, cfg: IFDConfig, cache: Any = None, progress: bool = True) -> pd.DataFrame:
     """:func:`ifd_scores` through the content-addressed cache (record id x student fingerprint x template x
-    token limit x dtype): only uncached records are computed, the student loads only when one is."""
+    token limit x dtype): only uncached records are computed, the student loads only when one is, and results
+    are committed every ``COMMIT_EVERY`` records so an interrupted run resumes where it stopped."""
     import json
 
     from selectune.core.cache import cache_key
@@ -116,10 +118,19 @@ def cached_ifd_scores(df: pd.DataFrame, cfg: IFDConfig, cache: Any = None, progr
     found = {k: json.loads(v[0]) for k, v in cache.get_many(keys).items()}
     todo = [i for i, k in enumerate(keys) if k not in found]
     if todo:
-        fresh = ifd_scores(df.iloc[todo], cfg, progress=progress)
-        rows = [(keys[i], json.dumps({c: (bool(v) if c == "ifd_truncated" else float(v)) for c, v in r.items()}))
-                for i, (_, r) in zip(todo, fresh.iterrows(), strict=True)]
-        cache.put_many(rows)
-        found.update({k: json.loads(v) for k, v in rows})
+        from tqdm.auto import tqdm
+
+        model, tokenizer = load_student(cfg)
+        bar = tqdm(total=len(todo), desc=f"IFD {models.model_key(cfg.model)}", unit="record", disable=not progress)
+        for lo in range(0, len(todo), COMMIT_EVERY):  # commit as it goes: a killed run keeps what it scored
+            part = todo[lo: lo + COMMIT_EVERY]
+            fresh = ifd_scores(df.iloc[part], cfg, model, tokenizer, progress=False)
+            rows = [(keys[i], json.dumps({c: (bool(v) if c == "ifd_truncated" else float(v))
+                                          for c, v in r.items()}))
+                    for i, (_, r) in zip(part, fresh.iterrows(), strict=True)]
+            cache.put_many(rows)
+            found.update({k: json.loads(v) for k, v in rows})
+            bar.update(len(part))
+        bar.close()
     out = pd.DataFrame([found[k] for k in keys], index=df.index, columns=COLUMNS)
     return out.astype({"ifd_truncated": bool, "n_tokens_a": int, "n_tokens_q": int})
