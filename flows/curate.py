@@ -1,5 +1,6 @@
 """The pipeline flow, its table of contents: load -> carve the evaluation set -> [recycle] -> SelectIT ->
-[recycle the top part] -> [IFD] -> select -> tune (when the subset changed) -> evaluate -> [judge]. Each stage
+[recycle the top part] -> [IFD] -> select -> tune (when the subset changed) -> evaluate -> promote -> [judge].
+Each stage
 is a task (tasks/), each decision between stages a named library function (selectune/decisions.py,
 selectune/tracking/registry.py).
 
@@ -24,6 +25,7 @@ from selectune.config import (
     IFDScoringConfig,
     JudgeConfig,
     PipelineConfig,
+    PromoteConfig,
     ReflectionConfig,
     ScaleConfig,
     SelectionConfig,
@@ -34,6 +36,7 @@ from tasks.evaluate import evalset_task, evaluate_task
 from tasks.ifd import ifd_task
 from tasks.judge import judge_task
 from tasks.load import load_task
+from tasks.promote import promote_task
 from tasks.recycle import recycle_task
 from tasks.score import score_task
 from tasks.select import select_task
@@ -50,6 +53,7 @@ def curate(
     tune: TuneConfig = TuneConfig(),  # noqa: B008
     judge: JudgeConfig = JudgeConfig(),  # noqa: B008
     eval: EvalConfig = EvalConfig(),  # noqa: B008
+    promote: PromoteConfig = PromoteConfig(),  # noqa: B008
     scale: ScaleConfig = ScaleConfig(),  # noqa: B008
     run_dir: str | None = None,
     experiment: str = "selectune",
@@ -60,12 +64,13 @@ def curate(
     from selectune.core.rundir import locked
     from selectune.core.settings import disable_telemetry
     from selectune.data.records import subset_digest
-    from selectune.tracking.registry import retrain_needed
+    from selectune.tracking.registry import CHAMPION, alias_version, retrain_needed
     from selectune.tracking.runs import parent_run
 
     disable_telemetry()
     cfg = PipelineConfig(data=data, selectit=selectit, ifd=ifd, reflection=reflection, selection=selection, tune=tune,
-                         judge=judge, eval=eval, scale=scale, run_dir=run_dir, experiment=experiment)
+                         judge=judge, eval=eval, promote=promote, scale=scale, run_dir=run_dir,
+                         experiment=experiment)
     out = Path(run_dir or f"runs/{datetime.now():%Y%m%d-%H%M%S}-{flow_run.name or 'local'}").resolve()
     start, rd, tuned = time.perf_counter(), str(out), None
     tags = {"prefect.flow_run_id": str(flow_run.id or ""), "prefect.flow_run_name": str(flow_run.name or ""),
@@ -73,6 +78,10 @@ def curate(
     name = f"curate-{flow_run.name or out.name}"
     with locked(out), parent_run(experiment, name, tags, cfg.model_dump(mode="json"), parent_run_id) as run:
         pid = run["mlflow_run_id"]
+        cfg, pinned = decisions.pin_model_refs(cfg)  # models:/…@alias and /latest: one version for the whole run
+        selection, judge, eval = cfg.selection, cfg.judge, cfg.eval
+        champion = alias_version(tune.register_as, CHAMPION) if tune.enabled and tune.register_as else None
+        log_pins(pinned, tune.register_as, champion)
         stages = [loaded := load_task(data, rd, pid)]
         records = loaded.outputs.records
         if eval.enabled:  # the fixed evaluation set leaves the data before anything else sees it
@@ -95,8 +104,12 @@ def curate(
             tune_cfg = decisions.tune_settings(tune, eval)
             stages.append(tuned := tune_task(tune_cfg, chosen.outputs.selected, rd, pid, digest))
         if eval.enabled and tune.enabled:
-            models = decisions.models_to_compare(tune, tuned)
-            stages.append(evaluate_task(eval, carved.outputs.eval_set, models, rd, pid))
+            models = decisions.models_to_compare(tune, tuned, champion)
+            stages.append(evaluated := evaluate_task(eval, carved.outputs.eval_set, models, rd, pid))
+        if promote.enabled and (challenger := decisions.challenger(tune, tuned)):
+            metrics = evaluated.metrics if eval.enabled else {}
+            stages.append(promote_task(promote, challenger, champion, metrics, rd, pid,
+                                       carved.outputs.digest if eval.enabled else None))
         if judge.enabled:
             under_eval = decisions.model_under_evaluation(judge, tune, tuned)
             stages.append(judge_task(judge, tune.heldout or chosen.outputs.selected, rd, pid, under_eval))
@@ -116,6 +129,19 @@ def score(selectit: SelectITConfig, scale: ScaleConfig, records: str | Path, run
     from flows.sharded import score_stage_sharded
 
     return score_stage_sharded(selectit, scale, records, run_dir, parent_run_id, stage=stage)
+
+
+def log_pins(pinned: dict[str, str], model_name: str | None, champion: int | None) -> None:
+    """Which versions this run's moving references meant, on the parent MLflow run."""
+    import mlflow
+
+    tags = {f"selectune.pinned.{k}": v for k, v in pinned.items()}
+    if model_name:
+        tags["selectune.champion_at_start"] = f"models:/{model_name}/{champion}" if champion else "none"
+    if tags:
+        mlflow.set_tags(tags)
+    for key, value in pinned.items():
+        print(f"{key}: {value}")
 
 
 def log_report(result: Any) -> None:

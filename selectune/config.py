@@ -14,14 +14,15 @@ from selectune.core.config import Config
 from selectune.data.config import DataConfig
 from selectune.evaluation.config import EvalConfig
 from selectune.judge.config import JudgeConfig
+from selectune.promotion.config import PromoteConfig
 from selectune.reflection.config import IFDConfig, IFDScoringConfig, ReflectionConfig, TeacherConfig
 from selectune.selection.config import SelectionConfig
 from selectune.selectit.config import SelectITConfig
 from selectune.tuning.config import TuneConfig
 
 __all__ = ["DataConfig", "EvalConfig", "IFDConfig", "IFDScoringConfig", "JudgeConfig", "PipelineConfig",
-           "ReflectionConfig", "ScaleConfig", "SelectITConfig", "SelectionConfig", "TeacherConfig", "TuneConfig",
-           "load_config"]
+           "PromoteConfig", "ReflectionConfig", "ScaleConfig", "SelectITConfig", "SelectionConfig", "TeacherConfig",
+           "TuneConfig", "load_config"]
 
 
 class ScaleConfig(Config):
@@ -53,6 +54,7 @@ class PipelineConfig(Config):
     tune: TuneConfig = Field(default_factory=TuneConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    promote: PromoteConfig = Field(default_factory=PromoteConfig)
     scale: ScaleConfig = Field(default_factory=ScaleConfig)
 
 

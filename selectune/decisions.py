@@ -1,4 +1,5 @@
-"""The decisions the pipeline flow makes between stages, as plain functions: what to recycle after scoring, which
+"""The decisions the pipeline flow makes between stages, as plain functions: which registry references a run pins,
+what to recycle after scoring, which models are evaluated and which version the promotion gate decides on, which
 model the judge evaluates, what the parent MLflow run and the flow's summary record. (Whether to retrain is
 :func:`selectune.tracking.registry.retrain_needed`: it asks the Model Registry.)"""
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from selectune.config import PipelineConfig
 from selectune.data.records import write_parquet
 from selectune.evaluation.config import EvalConfig
 from selectune.judge.config import JudgeConfig
@@ -38,11 +40,42 @@ def tune_settings(tune: TuneConfig, evaluation: EvalConfig) -> TuneConfig:
     return tune.model_copy(update={"eval_fraction": 0.0, "eval_prompts": 0})
 
 
-def models_to_compare(tune: TuneConfig, tuned: StageResult | None) -> dict[str, str]:
+def models_to_compare(tune: TuneConfig, tuned: StageResult | None, champion: int | None = None) -> dict[str, str]:
     """What the evaluate stage compares, the candidate first: the model tuned now (or, when tuning was skipped
-    because the subset did not change, the latest registered version) against its base."""
+    because the subset did not change, the latest registered version) against its base and, when there is one and
+    it is another version, the champion."""
     candidate = str(tuned.outputs.adapter) if tuned is not None else f"models:/{tune.register_as}/latest"
-    return {"tuned": candidate, "base": tune.base}
+    models = {"tuned": candidate, "base": tune.base}
+    held = f"models:/{tune.register_as}/{champion}"
+    if champion is not None and tune.register_as and challenger(tune, tuned) != held:
+        models["champion"] = held
+    return models
+
+
+def challenger(tune: TuneConfig, tuned: StageResult | None) -> str | None:
+    """The registered version the promotion gate decides on: the one registered now, else (tuning skipped) the
+    latest, pinned to its number; None when nothing is registered."""
+    from selectune.tracking.registry import resolve_ref
+
+    if tuned is not None:
+        return tuned.outputs.model_uri
+    return resolve_ref(f"models:/{tune.register_as}/latest") if tune.enabled and tune.register_as else None
+
+
+def pin_model_refs(cfg: PipelineConfig) -> tuple[PipelineConfig, dict[str, str]]:
+    """The config with every registry reference that can move (``models:/NAME/latest``, ``models:/NAME@ALIAS``)
+    pinned to its version, so one run uses one version throughout; and what was pinned (to log)."""
+    from selectune.tracking.registry import resolve_ref
+
+    pinned: dict[str, str] = {}
+    updates: dict[str, object] = {}
+    for section, name in (("selection", "judge"), ("judge", "model"), ("eval", "judge")):
+        stage_cfg = getattr(cfg, section)
+        ref = getattr(stage_cfg, name)
+        if ref and ref.startswith("models:/") and (fixed := resolve_ref(ref)) != ref:
+            pinned[f"{section}.{name}"] = f"{ref} -> {fixed}"
+            updates[section] = stage_cfg.model_copy(update={name: fixed})
+    return cfg.model_copy(update=updates), pinned
 
 
 def model_under_evaluation(judge: JudgeConfig, tune: TuneConfig, tuned: StageResult | None) -> str | None:
@@ -99,6 +132,13 @@ def report(stages: list[StageResult], digest: str, tune_skipped: bool) -> RunRep
         out.metrics.update({k: v for k, v in evaluated.metrics.items() if k.startswith("eval.")})
         if evaluated.mlflow_run_id:
             out.tags["selectune.evaluate_run_id"] = evaluated.mlflow_run_id
+    if promoted := found.get("promote"):
+        o = promoted.outputs
+        summary["promotion"] = out.tags["selectune.promotion"] = o.outcome if o.outcome != "rejected" else (
+            f"rejected: {o.reason}")[:5000]
+        summary["promotion_reason"], summary["champion"] = o.reason, o.champion
+        out.tags["selectune.champion"] = o.champion
+        out.metrics.update({k: v for k, v in promoted.metrics.items() if k.startswith("promote")})
     if judged := found.get("judge"):
         for key in JUDGE_SUMMARY:
             if key in judged.metrics:

@@ -1,4 +1,5 @@
-"""`selectune models ...` and `selectune data validate`: the embedded models and the input checks."""
+"""`selectune models ...` and `selectune data validate`: the embedded models, the registry's champion alias by hand,
+and the input checks."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import typer
 
 from selectune.cli.common import OnInvalid, fail
 
-models_app = typer.Typer(help="Embedded default models.", no_args_is_help=True)
+models_app = typer.Typer(help="Embedded default models; registered versions' champion alias.", no_args_is_help=True)
 data_app = typer.Typer(help="Instruction data checks.", no_args_is_help=True)
 
 
@@ -35,6 +36,47 @@ def models_pull(alias: str) -> None:
     if alias not in ALIASES:
         fail(f"unknown alias {alias!r}; known: {', '.join(ALIASES)}")
     typer.echo(f"{alias}: {prepare(alias)}")
+
+
+@models_app.command("promote")
+def models_promote(name: Annotated[str, typer.Argument(help="Registered model name")],
+                   version: Annotated[int, typer.Argument(help="Version to make champion")]) -> None:
+    """Make VERSION the champion by hand (the alias moves; the previous champion stays in the history)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from selectune.tracking import registry
+
+    before = _champion(name)
+    try:
+        registry.set_champion(name, version)
+        MlflowClient().set_model_version_tag(name, str(version), "selectune.promotion", "promoted: by hand")
+    except MlflowException as err:
+        fail(f"models:/{name}/{version}: {err.message}")
+    typer.echo(f"{name}: champion {before} -> {version}")
+
+
+@models_app.command("rollback")
+def models_rollback(name: Annotated[str, typer.Argument(help="Registered model name")]) -> None:
+    """Give the champion alias back to the version that held it before the current one."""
+    from mlflow.exceptions import MlflowException
+
+    from selectune.tracking import registry
+
+    before = _champion(name)
+    try:
+        after = registry.rollback(name)
+    except MlflowException as err:
+        fail(f"model {name!r}: {err.message}")
+    except ValueError as err:
+        fail(str(err))
+    typer.echo(f"{name}: champion {before} -> {after}")
+
+
+def _champion(name: str) -> str:
+    from selectune.tracking import registry
+
+    return str(registry.alias_version(name, registry.CHAMPION) or "none")
 
 
 @data_app.command("validate")

@@ -34,6 +34,9 @@ def run_cmd(config: Annotated[Path | None, typer.Option(help="YAML recipe (Pipel
 
     summary = run_pipeline(cfg)
     typer.echo(json.dumps(summary, indent=2, default=str))
+    if "promotion" in summary:
+        typer.echo(f"\npromotion of {summary.get('model_uri', 'the latest version')}: {summary['promotion_reason']} "
+                   f"({summary['promotion'].split(':')[0]}); champion now {summary['champion']}")
     uri = summary["mlflow_tracking_uri"]
     typer.echo(f"\noutputs: {summary['run_dir']}\nMLflow run {summary['mlflow_run_id']} in {uri}\n"
                f"browse: mlflow ui --backend-store-uri {uri}")

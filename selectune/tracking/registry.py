@@ -1,5 +1,6 @@
 """The MLflow Model Registry: adapters logged and registered with lineage tags, model references resolved
-(``models:/NAME/latest`` pinned to a version), identities for stage keys, and the retraining decision.
+(``models:/NAME/latest`` and ``models:/NAME@ALIAS`` pinned to a version), the ``champion`` / ``challenger``
+aliases, identities for stage keys, and the retraining decision.
 
 A PEFT model from a locally built base does not round-trip through ``mlflow.transformers``, so the registry
 holds the adapter folder (safetensors + tokenizer + ``selectune.json``) as the artifact of a pyfunc model
@@ -14,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from selectune.core.lora import META, load_adapter
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+HISTORY = "selectune.champion_history"  # registered-model tag: the versions that were champion, oldest first
 
 
 def log_and_register(adapter_dir: str | Path, name: str, tags: dict[str, str]) -> str:
@@ -42,6 +46,7 @@ def log_and_register(adapter_dir: str | Path, name: str, tags: dict[str, str]) -
     client = MlflowClient()
     for key, value in tags.items():
         client.set_model_version_tag(name, str(version), key, str(value))
+    client.set_registered_model_alias(name, CHALLENGER, str(version))
     return f"models:/{name}/{version}"
 
 
@@ -68,21 +73,91 @@ def adapter_folder(ref: str) -> Path | None:
     return path if (path / META).is_file() else None
 
 
+def split_ref(ref: str) -> tuple[str, str] | None:
+    """``(name, selector)`` of a registry reference: ``models:/NAME/VERSION`` or ``/latest`` (selector: the
+    version or "latest"), ``models:/NAME@ALIAS`` (selector: "@ALIAS"); None for anything else."""
+    if not ref.startswith("models:/"):
+        return None
+    body = ref[len("models:/"):]
+    if "@" in body:
+        name, alias = body.rsplit("@", 1)
+        return (name, f"@{alias}") if name and alias else None
+    name, _, selector = body.rpartition("/")
+    return (name, selector) if name and selector else None
+
+
 def resolve_ref(ref: str) -> str:
-    """``models:/NAME/latest`` pinned to its newest version number; any other reference unchanged."""
-    if not (ref.startswith("models:/") and ref.endswith("/latest")):
+    """``models:/NAME/latest`` and ``models:/NAME@ALIAS`` pinned to their version number (so a run uses one
+    version throughout, whatever the aliases do meanwhile); any other reference unchanged."""
+    parts = split_ref(ref)
+    if parts is None or parts[1].isdigit():
         return ref
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    name = ref[len("models:/") : -len("/latest")]
-    versions = MlflowClient().search_model_versions(f"name='{name}'")
+    name, selector = parts
+    client = MlflowClient()
+    if selector.startswith("@"):
+        try:
+            version = client.get_model_version_by_alias(name, selector[1:]).version
+        except MlflowException as err:
+            raise ValueError(f"{ref}: model {name!r} has no version with alias {selector[1:]!r}") from err
+        return f"models:/{name}/{version}"
+    if selector != "latest":
+        return ref
+    versions = client.search_model_versions(f"name='{name}'")
     if not versions:
         raise ValueError(f"{ref}: no registered versions of model {name!r}")
     return f"models:/{name}/{max(int(v.version) for v in versions)}"
 
 
+def alias_version(name: str, alias: str) -> int | None:
+    """The version holding ``alias``, or None (no such alias or model)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return int(MlflowClient().get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def champion_history(name: str) -> list[int]:
+    """The versions that were champion, oldest first (the current one last)."""
+    from mlflow.tracking import MlflowClient
+
+    tag = MlflowClient().get_registered_model(name).tags.get(HISTORY, "")
+    return [int(v) for v in tag.split(",") if v]
+
+
+def set_champion(name: str, version: int, history: bool = True) -> None:
+    """Move the ``champion`` alias to ``version`` (nothing is deleted) and, with ``history``, append it to the
+    champion history that rollback walks back."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    client.get_model_version(name, str(version))  # a clear MLflow error for an unknown version
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    past = champion_history(name)
+    if history and past[-1:] != [version]:  # idempotent: a retried promotion does not repeat itself
+        client.set_registered_model_tag(name, HISTORY, ",".join(map(str, [*past, version])))
+
+
+def rollback(name: str) -> int:
+    """Give ``champion`` back to the version that held it before the current one; returns that version."""
+    from mlflow.tracking import MlflowClient
+
+    past = champion_history(name)
+    if len(past) < 2:
+        raise ValueError(f"model {name!r}: no earlier champion to roll back to (history: {past or 'empty'})")
+    set_champion(name, past[-2], history=False)
+    MlflowClient().set_registered_model_tag(name, HISTORY, ",".join(map(str, past[:-1])))
+    return past[-2]
+
+
 def model_digest(ref: str) -> str:
-    """Identity of a model reference: the registry URI (``latest`` pinned), else the content fingerprint."""
+    """Identity of a model reference: the registry URI (``latest`` and aliases pinned), else the content
+    fingerprint."""
     from selectune.core import models
 
     ref = resolve_ref(ref)

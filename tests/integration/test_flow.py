@@ -157,6 +157,53 @@ def test_retrain_only_when_selected_subset_changes(prefect_server, mlflow_store,
     v2 = client.get_model_version("flow-test-sft", "2")
     assert v2.tags["selectune.selected_digest"] == third["selected_digest"] != first["selected_digest"]
     assert client.get_run(second["mlflow_run_id"]).data.tags["selectune.tune"] == "no change"
+    # promotion: the first version becomes champion; the unchanged run keeps it; without an evaluation nothing
+    # can show the new version is better, so it stays challenger
+    assert first["promotion"] == "promoted" and first["champion"] == "models:/flow-test-sft/1"
+    assert second["promotion"] == "kept" and second["champion"] == "models:/flow-test-sft/1"
+    assert third["promotion"] == "rejected: no loss comparison with the champion was measured"
+    assert v2.aliases == ["challenger"] and client.get_model_version("flow-test-sft", "1").aliases == ["champion"]
+    assert client.get_run(third["mlflow_run_id"]).data.tags["selectune.champion_at_start"] == "models:/flow-test-sft/1"
+
+
+def test_promotion_gate(prefect_server, mlflow_store, tmp_path, tiny_model) -> None:
+    """Version 1 (an untrained adapter) becomes champion; version 2 (untrained, other data) is not better on the
+    same evaluation set and stays challenger with the reason; version 3 (trained) is clearly better and is
+    promoted; every later reference to models:/NAME@champion means version 3."""
+    from mlflow.tracking import MlflowClient
+
+    from flows.curate import run_pipeline as curate
+    from selectune.tracking import registry
+
+    data_file = tmp_path / "data.json"
+    data_file.write_text(json.dumps(_dataset(48)))
+    untrained = TuneConfig(base=tiny_model, max_steps=1, learning_rate=1e-12, batch_size=2, grad_accum=1,
+                           max_tokens=128, dtype="float32", register_as="promo")
+    trained = untrained.model_copy(update={"max_steps": 30, "learning_rate": 5e-3, "warmup_ratio": 0.0})
+
+    def run(name: str, tune: TuneConfig, seed: int) -> dict:
+        cfg = _config(tmp_path, data_file, [tiny_model]).model_copy(update={
+            "tune": tune, "eval": EvalConfig(fraction=0.25, bootstrap_resamples=200), "run_dir": str(tmp_path / name),
+            "selection": SelectionConfig(strategy="random", fraction=0.5, seed=seed)})
+        return curate(cfg)
+
+    first, second, third = run("v1", untrained, 0), run("v2", untrained, 1), run("v3", trained, 2)
+    client = MlflowClient()
+    assert first["promotion"] == "promoted" and first["promotion_reason"] == "first registered version"
+    assert "eval.loss.tuned_vs_champion.delta" not in first  # no champion to compare with yet
+    assert abs(second["eval.loss.tuned_vs_champion.delta"]) < 1e-4  # two untrained adapters: the same model
+    assert second["promotion"].startswith("rejected: loss improvement") and second["champion"] == "models:/promo/1"
+    v2 = client.get_model_version("promo", "2")
+    assert v2.aliases == [] and v2.tags["selectune.promotion"] == second["promotion"]  # v3 took 'challenger'
+    assert v2.tags["selectune.eval_set_digest"] == second["eval_set_digest"] == third["eval_set_digest"]
+    assert third["eval.loss.tuned_vs_champion.delta"] < -0.5 and third["promotion"] == "promoted"
+    assert third["champion"] == "models:/promo/3" and registry.champion_history("promo") == [1, 3]
+    parent = client.get_run(third["mlflow_run_id"]).data
+    assert parent.tags["selectune.promotion"] == "promoted" and parent.metrics["promote.ci_low"] > 0
+    decision = json.loads((tmp_path / "v3" / "promote" / "decision.json").read_text())
+    assert decision["champion_before"] == 1 and decision["champion_after"] == 3
+    assert registry.load_model("models:/promo@champion").adapter_dir == str(
+        registry.adapter_folder("models:/promo/3"))
 
 
 @pytest.mark.parametrize("order", ["before_scoring", "after_scoring"])

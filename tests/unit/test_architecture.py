@@ -16,7 +16,7 @@ import pytest
 
 from tests.fixtures import ROOT
 
-STAGES = ("data", "selectit", "reflection", "selection", "tuning", "judge", "evaluation")
+STAGES = ("data", "selectit", "reflection", "selection", "tuning", "judge", "evaluation", "promotion")
 RANK = {"core": 0, "tracking": 1, "stage": 2, **dict.fromkeys(STAGES, 3), "config": 4, "decisions": 4, "experiment": 4,
         "tasks": 5, "flows": 6, "cli": 7, "deployments": 7}
 

@@ -97,7 +97,7 @@ def test_stage_needs_a_model_under_evaluation(tiny_model: str, tiny_embedder: st
 
 
 def test_cli_score_best_of_and_answer(tiny_model: str, tiny_embedder: str, records: pd.DataFrame,
-                                      tmp_path: Path) -> None:
+                                      tmp_path: Path, mlflow_store: str) -> None:
     import typer
     from typer.testing import CliRunner
 
@@ -128,8 +128,16 @@ def test_cli_score_best_of_and_answer(tiny_model: str, tiny_embedder: str, recor
     assert len(best) == len(records) and len(every) == 3 * len(records)
     assert np.allclose(best["judge_score"], every.groupby("id")["judge_score"].max().loc[best["id"]])
 
+    import mlflow
+
+    from selectune.tracking import registry
+
+    with mlflow.start_run():  # the judge registered: models:/tiny-judge@champion works wherever a judge does
+        registry.log_and_register(judge_dir, "tiny-judge", {})
+    registry.set_champion("tiny-judge", 1)
+    champion = "models:/tiny-judge@champion"
     for threshold, declined in (("0", False), ("9.5", True)):
-        r = run(app, ["answer", "--model", tiny_model, "--judge", judge_dir, "--threshold", threshold,
+        r = run(app, ["answer", "--model", tiny_model, "--judge", champion, "--threshold", threshold,
                       "--max-new-tokens", "5", "--json", "--dtype", "float32", "What is the capital of France?"])
         assert r.exit_code == 0, r.output
         assert json.loads(r.stdout)["declined"] is declined
@@ -140,7 +148,7 @@ def test_cli_score_best_of_and_answer(tiny_model: str, tiny_embedder: str, recor
 
     records.assign(selectit_score=0.5).to_parquet(tmp_path / "scored.parquet")
     r = run(main_app, ["select", "-i", str(tmp_path / "scored.parquet"), "-o", str(tmp_path / "sel"), "--judge",
-                       judge_dir, "--strategy", "combined", "--weight", "judge_score=1", "--k", "3"])
+                       champion, "--strategy", "combined", "--weight", "judge_score=1", "--k", "3"])
     assert r.exit_code == 0, r.output
     chosen = pd.read_parquet(tmp_path / "sel" / "selected.parquet")
     assert set(chosen["id"]) == set(records.loc[direct.sort_values(ascending=False).index[:3], "id"])

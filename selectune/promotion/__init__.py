@@ -1,0 +1,1 @@
+"""Promotion: after evaluation, decide whether the newly registered model (``challenger``) becomes ``champion``."""
