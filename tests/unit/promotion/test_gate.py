@@ -59,8 +59,8 @@ def test_winrate_and_harness_metrics() -> None:
     assert decide(PromoteConfig(metric="winrate"), win, 2, 1).outcome == "promoted"
     tie = {**win, "eval.winrate.tuned_vs_champion.ci_low": 0.45}
     assert decide(PromoteConfig(metric="winrate"), tie, 2, 1).outcome == "rejected"
-    acc = {"eval.lm_eval.mc.acc.tuned": 0.6, "eval.lm_eval.mc.acc.champion": 0.5,
-           "eval.lm_eval.mc.acc.tuned_vs_champion.delta": 0.1, "eval.lm_eval.mc.acc.tuned_vs_champion.delta.ci_low": 0.02,
-           "eval.lm_eval.mc.acc.tuned_vs_champion.delta.ci_high": 0.2}
+    pair = "eval.lm_eval.mc.acc.tuned_vs_champion.delta"
+    acc = {"eval.lm_eval.mc.acc.tuned": 0.6, "eval.lm_eval.mc.acc.champion": 0.5, pair: 0.1, f"{pair}.ci_low": 0.02,
+           f"{pair}.ci_high": 0.2}
     assert decide(PromoteConfig(metric="lm_eval.mc.acc"), acc, 2, 1).outcome == "promoted"  # higher is better
     assert decide(PromoteConfig(metric="lm_eval.mc.acc", lower_is_better=True), acc, 2, 1).outcome == "rejected"
