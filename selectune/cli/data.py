@@ -99,3 +99,26 @@ def data_validate(input: Annotated[str, typer.Option("--input", "-i", help="Data
         side = folder / (local.name.replace(":", "_") + ".rejected.jsonl")
         summary["rejected_file"] = str(write_rejections(res.rejected, side))
     typer.echo(json.dumps(summary, indent=2))
+
+
+@data_app.command("get")
+def data_get(digest: Annotated[str | None, typer.Argument(help="Dataset version digest (MLflow dataset digest)")]
+             = None,
+             output: Annotated[Path, typer.Option("--output", "-o", help="Where to write it (.parquet)")] = Path(
+                 "dataset.parquet"),
+             model: Annotated[str | None, typer.Option(help="Instead of DIGEST: the dataset of this registered model "
+                                                       "version (models:/NAME/VERSION or models:/NAME@ALIAS)")] = None,
+             role: Annotated[str, typer.Option(help="With --model: which of its datasets")] = "training") -> None:
+    """Restore a stored dataset version, byte-identical, from the MLflow artifact store."""
+    from mlflow.exceptions import MlflowException
+
+    from selectune.tracking import datasets
+
+    if (digest is None) == (model is None):
+        fail("give a DIGEST or --model, not both")
+    try:
+        digest = digest or datasets.model_dataset(model, role)  # type: ignore[arg-type]
+        path = datasets.get(digest, output)
+    except (ValueError, MlflowException) as err:
+        fail(str(getattr(err, "message", err)))
+    typer.echo(f"{digest}: {path}")

@@ -165,7 +165,7 @@ def _log(cfg: JudgeConfig, ref: str, inputs: dict[str, str], labels: pd.DataFram
     from selectune.tracking import registry
 
     tags = {"selectune.kind": "self-j-judge", "selectune.base": cfg.base, "selectune.base_fingerprint": inputs["base"],
-            "selectune.label_digest": digest, "selectune.model_under_eval": ref,
+            "selectune.label_digest": digest, "selectune.dataset.training": digest, "selectune.model_under_eval": ref,
             "selectune.model_under_eval_digest": inputs["model_under_eval"], "selectune.template": res.template,
             "selectune.run_dir": str(Path(res.adapter_dir).parent.parent)}
     tags.update({f"selectune.{k}": str(m[k]) for k in ("judge.pearson", "judge.spearman") if k in m})

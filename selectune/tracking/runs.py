@@ -43,8 +43,9 @@ def _store_lock(uri: str) -> Iterator[None]:
         yield
 
 
-def setup(experiment: str) -> str:
-    """Point MLflow at the store, create the experiment with an explicit artifact location, return its id."""
+def experiment_id(experiment: str) -> str:
+    """The id of an MLflow experiment in the store (created, with an explicit artifact location, on first use);
+    the active experiment is left as it is."""
     disable_telemetry()
     import mlflow
 
@@ -52,12 +53,18 @@ def setup(experiment: str) -> str:
     mlflow.set_tracking_uri(uri)
     with _store_lock(uri):
         exp = mlflow.get_experiment_by_name(experiment)
-        if exp is None:
-            root = artifact_root(uri)
-            location = (root / experiment).resolve().as_uri() if root else None
-            exp_id = mlflow.create_experiment(experiment, artifact_location=location)
-        else:
-            exp_id = exp.experiment_id
+        if exp is not None:
+            return exp.experiment_id
+        root = artifact_root(uri)
+        location = (root / experiment).resolve().as_uri() if root else None
+        return mlflow.create_experiment(experiment, artifact_location=location)
+
+
+def setup(experiment: str) -> str:
+    """Point MLflow at the store and make ``experiment`` (created on first use) the active one; returns its id."""
+    import mlflow
+
+    exp_id = experiment_id(experiment)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 
@@ -70,14 +77,19 @@ def scalar_columns(df: pd.DataFrame) -> list[str]:
 
 def log_dataset(df: pd.DataFrame, source: str, name: str, context: str, digest_columns: list[str] | None = None,
                 ) -> str:
-    """mlflow.log_input of a table with our own content digest; returns the digest."""
+    """mlflow.log_input of a table with our own content digest, the table itself stored once as a dataset version
+    (:mod:`selectune.tracking.datasets`, the logged ``source`` points there; ``source`` is kept as a tag);
+    returns the digest."""
     import mlflow
 
+    from selectune.tracking import datasets
+
     d = table_digest(df, digest_columns)
+    stored = datasets.store(df, d)
     with warnings.catch_warnings():  # MLflow's notes on ambiguous local sources and integer columns
         warnings.simplefilter("ignore", UserWarning)
-        ds = mlflow.data.from_pandas(df[scalar_columns(df)], source=str(source), name=name, digest=d)
-        mlflow.log_input(ds, context=context, tags={"rows": str(len(df))})
+        ds = mlflow.data.from_pandas(df[scalar_columns(df)], source=stored, name=name, digest=d)
+        mlflow.log_input(ds, context=context, tags={"rows": str(len(df)), "origin": str(source)[:5000]})
     return d
 
 

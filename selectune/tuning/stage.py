@@ -45,7 +45,7 @@ def tune_stage(cfg: TuneConfig, selected: str | Path, run_dir: str | Path, paren
             import mlflow
 
             digest = dataset_digest or subset_digest(selected)
-            runs.log_dataset(res.train, selected, "tune_train", "training")
+            train_digest = runs.log_dataset(res.train, selected, "tune_train", "training")
             if len(res.heldout):
                 runs.log_dataset(res.heldout, cfg.heldout or selected, "tune_heldout", "evaluation")
             mlflow.log_params(runs.clean_params({"tune.template_used": res.template,
@@ -58,7 +58,8 @@ def tune_stage(cfg: TuneConfig, selected: str | Path, run_dir: str | Path, paren
 
                 tags = {"selectune.base": cfg.base, "selectune.base_fingerprint": inputs["base"],
                         "selectune.selected_digest": digest, "selectune.data_path": str(Path(selected).resolve()),
-                        "selectune.template": res.template, "selectune.run_dir": str(out.parent)}
+                        "selectune.template": res.template, "selectune.run_dir": str(out.parent),
+                        "selectune.dataset.training": train_digest}
                 if "eval.tuned_loss" in ev.metrics:
                     tags["selectune.eval_loss"] = str(ev.metrics["eval.tuned_loss"])
                 start = time.perf_counter()

@@ -205,6 +205,18 @@ def test_promotion_gate(prefect_server, mlflow_store, tmp_path, tiny_model) -> N
     assert registry.load_model("models:/promo@champion").adapter_dir == str(
         registry.adapter_folder("models:/promo/3"))
 
+    # the champion's training data outlives its run directory
+    import shutil
+
+    from selectune.core.digests import table_digest
+    from selectune.tracking import datasets
+
+    trained_ids = set(pd.read_parquet(tmp_path / "v3" / "select" / "selected.parquet")["id"])
+    shutil.rmtree(tmp_path / "v3")
+    digest = client.get_model_version("promo", "3").tags["selectune.dataset.training"]
+    back = pd.read_parquet(datasets.get(datasets.model_dataset("models:/promo@champion"), tmp_path / "back.parquet"))
+    assert table_digest(back) == digest and set(back["id"]) == trained_ids
+
 
 @pytest.mark.parametrize("order", ["before_scoring", "after_scoring"])
 def test_flow_with_reflection_key_from_secret_block(prefect_server, mlflow_store, tmp_path, records, tiny_model,
