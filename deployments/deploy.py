@@ -1,10 +1,14 @@
-"""Deployments as code: ``python deployments/deploy.py`` registers both deployments on a `process` work pool.
+"""Deployments as code: ``python deployments/deploy.py`` registers the three deployments on a `process` work
+pool.
 
 * ``curate-on-demand``: no schedule; every stage config is a typed pydantic parameter, so the Prefect UI
   renders a form (Deployments -> curate-on-demand -> Run -> Custom run).
 * ``scheduled-retrain``: a cron schedule over a dataset location that grows; each run scores only new
   records (content-addressed caches), re-selects over all of them, and retrains only when the selected
   subset changed.
+* ``retrain-on-new-data``: no schedule; an event trigger on ``selectune.dataset.updated`` (emitted by
+  ``selectune data add``) starts one run per dataset folder, debounced: the first event schedules a run ``within``
+  seconds later (default 10 minutes) and further events in that window start nothing more.
 
 Start a worker afterwards: ``prefect worker start --pool selectune-process``. Docker and Kubernetes
 variants are in deployments/README.md.
@@ -19,6 +23,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRYPOINT = "flows/curate.py:curate"
+RETRAIN_ENTRYPOINT = "flows/retrain.py:retrain_on_new_data"
+DEBOUNCE_S = 600
 POOL = "selectune-process"
 CRON = "0 3 * * *"  # every night at 03:00
 
@@ -43,8 +49,28 @@ def retrain_parameters(data_input: str, experiment: str = "selectune-retrain") -
     return {"data": {"input": data_input, "on_invalid": "skip"}, "experiment": experiment}
 
 
+def dataset_trigger(within: int = DEBOUNCE_S, folder: str | None = None) -> Any:
+    """The retrain-on-new-data trigger: reactive on the dataset event, one bucket per dataset folder, firing on the
+    first event and scheduling the run ``within`` seconds later, so a burst of additions starts one run that sees
+    all of them (Prefect's debouncing pattern)."""
+    from datetime import timedelta
+
+    from prefect.events import DeploymentEventTrigger
+
+    from selectune.data.parts import EVENT
+
+    match = {"selectune.kind": "dataset"}
+    if folder:
+        match["prefect.resource.id"] = str(Path(folder).resolve())
+    return DeploymentEventTrigger(name="dataset updated", expect={EVENT}, match=match, for_each={"prefect.resource.id"},
+                                  posture="Reactive", threshold=1, within=timedelta(seconds=within),
+                                  schedule_after=timedelta(seconds=within),
+                                  parameters={"dataset": "{{ event.resource.id }}"})
+
+
 def deploy(pool: str = POOL, source: str | Path = ROOT, cron: str = CRON, data_input: str | None = None,
-           only: str | None = None) -> dict[str, str]:
+           only: str | None = None, within: int = DEBOUNCE_S, recipe: str | None = None,
+           dataset: str | None = None) -> dict[str, str]:
     """Register the deployments; returns {name: deployment id}."""
     from prefect import flow
 
@@ -65,6 +91,13 @@ def deploy(pool: str = POOL, source: str | Path = ROOT, cron: str = CRON, data_i
             name="scheduled-retrain", work_pool_name=pool, build=False, push=False, print_next_steps=False,
             cron=cron, parameters=retrain_parameters(growing),
             description="Nightly incremental retraining over a growing dataset.", tags=["selectune", "scheduled"]))
+    if only in (None, "retrain-on-new-data"):
+        retrain = flow.from_source(source=str(source), entrypoint=RETRAIN_ENTRYPOINT)
+        ids["retrain-on-new-data"] = str(retrain.deploy(
+            name="retrain-on-new-data", work_pool_name=pool, build=False, push=False, print_next_steps=False,
+            triggers=[dataset_trigger(within, dataset)], parameters={"recipe": recipe} if recipe else {},
+            description=f"Retraining when `selectune data add` grows a dataset folder (debounced {within} s).",
+            tags=["selectune", "event"]))
     return ids
 
 
@@ -75,9 +108,15 @@ def main() -> None:
     parser.add_argument("--cron", default=CRON, help="schedule of scheduled-retrain")
     parser.add_argument("--data", default=None, help="growing dataset for scheduled-retrain "
                         "(default data/incoming/records.jsonl)")
-    parser.add_argument("--only", choices=["curate-on-demand", "scheduled-retrain"], default=None)
+    parser.add_argument("--only", choices=["curate-on-demand", "scheduled-retrain", "retrain-on-new-data"],
+                        default=None)
+    parser.add_argument("--within", type=int, default=DEBOUNCE_S, help="retrain-on-new-data: debounce window, s")
+    parser.add_argument("--recipe", default=None, help="retrain-on-new-data: the pipeline recipe (YAML) it runs")
+    parser.add_argument("--dataset", default=None, help="retrain-on-new-data: react to this dataset folder only "
+                        "(default: every folder `selectune data add` writes)")
     args = parser.parse_args()
-    for name, dep_id in deploy(args.pool, args.source, args.cron, args.data, args.only).items():
+    for name, dep_id in deploy(args.pool, args.source, args.cron, args.data, args.only, args.within, args.recipe,
+                               args.dataset).items():
         print(f"{name}: {dep_id}")
     print(f"start a worker: prefect worker start --pool {args.pool}")
 

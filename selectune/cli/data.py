@@ -122,3 +122,46 @@ def data_get(digest: Annotated[str | None, typer.Argument(help="Dataset version 
     except (ValueError, MlflowException) as err:
         fail(str(getattr(err, "message", err)))
     typer.echo(f"{digest}: {path}")
+
+
+@data_app.command("add")
+def data_add(input: Annotated[str, typer.Option("--input", "-i", help="New records (any supported format)")],
+             into: Annotated[Path, typer.Option(help="Dataset folder to append to (created if missing)")],
+             on_invalid: Annotated[OnInvalid, typer.Option(help="error: add nothing when a row is bad; skip: add "
+                                                           "the valid rows, bad ones to a side file")] = "error",
+             format: Annotated[str | None, typer.Option(help="Override the detected format")] = None,
+             event: Annotated[bool, typer.Option(help="Emit selectune.dataset.updated to the Prefect API "
+                                                 "(when one is configured)")] = True) -> None:
+    """Validate and deduplicate new records and append them to a dataset folder as one new part file."""
+    from selectune.data.parts import add_part
+    from selectune.data.readers import DataValidationError
+    from selectune.data.records import load_records, write_rejections
+
+    try:
+        res = load_records(input, fmt=format, on_invalid=on_invalid)
+    except DataValidationError as err:
+        fail(str(err))
+    added = add_part(res.records, into)
+    summary: dict[str, object] = {**added.payload(), "rows_read": res.rows_read, "rejected": len(res.rejected),
+                                  "duplicates_in_input": len(res.duplicates)}
+    if res.rejected:  # beside the input, as `data validate` writes it
+        local = Path(input)
+        side = (local.parent if local.exists() else Path.cwd()) / (local.name.replace(":", "_") + ".rejected.jsonl")
+        summary["rejected_file"] = str(write_rejections(res.rejected, side))
+    summary["event"] = emit_updated(added) if event and added.added else None
+    typer.echo(json.dumps(summary, indent=2))
+
+
+def emit_updated(added: object) -> str | None:
+    """Send the dataset's update event to the configured Prefect API; its id, or None without an API."""
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+    from prefect.settings import PREFECT_API_URL
+
+    from selectune.data.parts import EVENT, event_resource
+
+    if not PREFECT_API_URL.value():
+        return None
+    sent = emit_event(EVENT, resource=event_resource(added.folder), payload=added.payload())  # type: ignore[attr-defined]
+    EventsWorker.drain_all(timeout=30)  # a short-lived command: deliver before exiting
+    return str(sent.id) if sent else None

@@ -1,4 +1,5 @@
-"""Readers for instruction data: JSON arrays and JSON Lines, CSV, Parquet, datasets folders and hub ids.
+"""Readers for instruction data: JSON arrays and JSON Lines, CSV, Parquet, folders of part files, datasets folders
+and hub ids.
 
 Each reader yields :class:`Row` s (1-based row, line where known, the parsed value or a :class:`RowError`) and
 raises :class:`DataValidationError` for problems with the file as a whole. Validation of the rows themselves
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 RAW_LIMIT = 2000
+PART_PREFIX = "part-"  # a folder of part-* files is one dataset (selectune data add appends a part)
+HF_DISK_MARKERS = ("state.json", "dataset_dict.json", "dataset_info.json")  # datasets.save_to_disk folders
 EXTENSIONS = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 FMT_ALIASES = {
     **dict.fromkeys(("json", "alpaca-json", "alpaca", "sharegpt"), "json"),
@@ -67,6 +70,7 @@ class Row:
     value: Any = None
     raw: str | None = None
     error: RowError | None = None
+    file: str | None = None  # the part file, when the source is a folder of parts
 
 
 def type_name(value: Any) -> str:
@@ -247,6 +251,8 @@ def resolve(source: str, fmt: str | None) -> tuple[str, str]:
     if kind == "hf":
         kind = "hf-disk" if path.is_dir() else "hf-hub"
     if path.is_dir():
+        if kind is None and not any((path / m).exists() for m in HF_DISK_MARKERS) and part_files(path):
+            return "parts", source
         if kind not in (None, "hf-disk"):
             raise DataValidationError(source, f"is a directory, cannot read it as {fmt}")
         return "hf-disk", source
@@ -265,9 +271,26 @@ def resolve(source: str, fmt: str | None) -> tuple[str, str]:
     raise DataValidationError(source, "no such file or directory")
 
 
+def part_files(folder: Path) -> list[Path]:
+    """The part files of a dataset folder (``part-*`` in a supported format; written by ``selectune data add``),
+    in name order, which is the order they were added."""
+    return sorted(p for p in folder.iterdir()
+                  if p.name.startswith(PART_PREFIX) and p.suffix.lower() in EXTENSIONS and p.is_file())
+
+
+def _iter_parts(folder: Path, split: str) -> Iterator[Row]:
+    for part in part_files(folder):
+        _, rows = iter_rows(EXTENSIONS[part.suffix.lower()], str(part), str(part), split)
+        for row in rows:
+            row.file = str(part)
+            yield row
+
+
 def iter_rows(kind: str, target: str, file: str, split: str) -> tuple[str, Iterator[Row]]:
     """-> (detected format, rows)."""
     path = Path(target)
+    if kind == "parts":
+        return kind, _iter_parts(path, split)
     if kind in ("json", "jsonl"):
         data = _read_bytes(path, file)
         text = _json_array_text(data, file) if kind == "json" else None

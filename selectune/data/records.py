@@ -179,10 +179,11 @@ def load_records(
                 raise item.error
             record, is_sharegpt = _parse_record(item.value)
         except RowError as e:
+            file = item.file or source
             if on_invalid == "error":
-                raise DataValidationError(source, e.reason, item.row, item.line, e.field) from None
+                raise DataValidationError(file, e.reason, item.row, item.line, e.field) from None
             raw = item.raw if item.raw is not None else _dump(item.value)
-            rejected.append(Rejection(source, item.row, item.line, e.field, e.reason, raw[:RAW_LIMIT]))
+            rejected.append(Rejection(file, item.row, item.line, e.field, e.reason, raw[:RAW_LIMIT]))
             continue
         n_sharegpt, n_alpaca = n_sharegpt + is_sharegpt, n_alpaca + (not is_sharegpt)
         if record["id"] in seen:

@@ -78,9 +78,12 @@ def scalar_columns(df: pd.DataFrame) -> list[str]:
 def log_dataset(df: pd.DataFrame, source: str, name: str, context: str, digest_columns: list[str] | None = None,
                 ) -> str:
     """mlflow.log_input of a table with our own content digest, the table itself stored once as a dataset version
-    (:mod:`selectune.tracking.datasets`, the logged ``source`` points there; ``source`` is kept as a tag);
-    returns the digest."""
+    (:mod:`selectune.tracking.datasets`): the input's tag ``stored`` and, where MLflow can name that store as a
+    dataset source (not behind an ``mlflow-artifacts:`` proxy), its ``source`` point there; ``source`` is kept as
+    the tag ``origin``. Returns the digest."""
     import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.exceptions import MlflowException
 
     from selectune.tracking import datasets
 
@@ -88,8 +91,15 @@ def log_dataset(df: pd.DataFrame, source: str, name: str, context: str, digest_c
     stored = datasets.store(df, d)
     with warnings.catch_warnings():  # MLflow's notes on ambiguous local sources and integer columns
         warnings.simplefilter("ignore", UserWarning)
-        ds = mlflow.data.from_pandas(df[scalar_columns(df)], source=stored, name=name, digest=d)
-        mlflow.log_input(ds, context=context, tags={"rows": str(len(df)), "origin": str(source)[:5000]})
+        try:
+            resolve_dataset_source(stored)
+        except MlflowException:  # a proxied store (mlflow-artifacts:/) is no dataset source MLflow knows
+            stored_source = str(source)
+        else:
+            stored_source = stored
+        ds = mlflow.data.from_pandas(df[scalar_columns(df)], source=stored_source, name=name, digest=d)
+        mlflow.log_input(ds, context=context, tags={"rows": str(len(df)), "origin": str(source)[:5000],
+                                                    "stored": stored})
     return d
 
 

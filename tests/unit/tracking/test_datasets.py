@@ -29,7 +29,8 @@ def test_store_once_and_get_back(mlflow_store: str, records: pd.DataFrame, tmp_p
     assert digest == table_digest(records) and stored_versions() == 1
     ds = {i.dataset.name: i for i in mlflow.get_run(run.info.run_id).inputs.dataset_inputs}["records"]
     assert json.loads(ds.dataset.source)["uri"] == datasets.find(digest)
-    assert {t.key: t.value for t in ds.tags}["origin"] == "somewhere/records.json"
+    tags = {t.key: t.value for t in ds.tags}
+    assert tags["origin"] == "somewhere/records.json" and tags["stored"] == datasets.find(digest)
 
     out = datasets.get(digest, tmp_path / "back" / "records.parquet")
     stored = Path(mlflow.artifacts.download_artifacts(datasets.find(digest), dst_path=str(tmp_path / "raw")))
