@@ -108,7 +108,7 @@ def data_get(digest: Annotated[str | None, typer.Argument(help="Dataset version 
                  "dataset.parquet"),
              model: Annotated[str | None, typer.Option(help="Instead of DIGEST: the dataset of this registered model "
                                                        "version (models:/NAME/VERSION or models:/NAME@ALIAS)")] = None,
-             role: Annotated[str, typer.Option(help="With --model: which of its datasets")] = "training") -> None:
+             role: Annotated[str, typer.Option(help="With --model: training or evaluation")] = "training") -> None:
     """Restore a stored dataset version, byte-identical, from the MLflow artifact store."""
     from mlflow.exceptions import MlflowException
 

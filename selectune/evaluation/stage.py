@@ -56,7 +56,7 @@ def evalset_stage(cfg: EvalConfig, records: str | Path, run_dir: str | Path,
         outputs = EvalSetOutputs(write_parquet(pool, out / "pool.parquet"),
                                  write_parquet(evaluated, out / "eval.parquet"), digest)
         if parent_run_id:
-            runs.log_dataset(evaluated, cfg.heldout or str(records), "eval_set", "evaluation")
+            runs.log_dataset(evaluated, cfg.heldout or str(records), "eval_set", "evaluation", digest=digest)
             import mlflow
 
             mlflow.set_tag("selectune.eval_set_digest", digest)

@@ -17,7 +17,8 @@ import pandas as pd
 
 EXPERIMENT = "selectune-datasets"
 TAG = "selectune.dataset_digest"
-ROLES = {"training": "selectune.dataset.training"}  # role -> the model version tag naming its digest
+ROLES = {"training": "selectune.dataset.training",  # role -> the model version tag naming its digest
+         "evaluation": "selectune.eval_set_digest"}
 
 
 def _client():  # noqa: ANN202 -- MlflowClient on the configured store

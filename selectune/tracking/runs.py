@@ -76,18 +76,19 @@ def scalar_columns(df: pd.DataFrame) -> list[str]:
 
 
 def log_dataset(df: pd.DataFrame, source: str, name: str, context: str, digest_columns: list[str] | None = None,
-                ) -> str:
+                digest: str | None = None) -> str:
     """mlflow.log_input of a table with our own content digest, the table itself stored once as a dataset version
     (:mod:`selectune.tracking.datasets`): the input's tag ``stored`` and, where MLflow can name that store as a
     dataset source (not behind an ``mlflow-artifacts:`` proxy), its ``source`` point there; ``source`` is kept as
-    the tag ``origin``. Returns the digest."""
+    the tag ``origin``. ``digest`` overrides the content digest (a stage's own identity of the table). Returns the
+    digest."""
     import mlflow
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.exceptions import MlflowException
 
     from selectune.tracking import datasets
 
-    d = table_digest(df, digest_columns)
+    d = digest or table_digest(df, digest_columns)
     stored = datasets.store(df, d)
     with warnings.catch_warnings():  # MLflow's notes on ambiguous local sources and integer columns
         warnings.simplefilter("ignore", UserWarning)

@@ -216,6 +216,9 @@ def test_promotion_gate(prefect_server, mlflow_store, tmp_path, tiny_model) -> N
     digest = client.get_model_version("promo", "3").tags["selectune.dataset.training"]
     back = pd.read_parquet(datasets.get(datasets.model_dataset("models:/promo@champion"), tmp_path / "back.parquet"))
     assert table_digest(back) == digest and set(back["id"]) == trained_ids
+    evaluated = pd.read_parquet(datasets.get(datasets.model_dataset("models:/promo/2", "evaluation"),
+                                             tmp_path / "eval.parquet"))
+    assert len(evaluated) == third["eval_records"] and not set(evaluated["id"]) & trained_ids
 
 
 @pytest.mark.parametrize("order", ["before_scoring", "after_scoring"])
