@@ -40,7 +40,6 @@ def find(digest: str, experiment: str | None = None) -> str | None:
 
 def store(df: pd.DataFrame, digest: str) -> str:
     """Store ``df`` as version ``digest`` unless it exists; returns its artifact URI."""
-    from selectune.data.records import write_parquet
     from selectune.tracking.runs import _store_lock, experiment_id, tracking_uri
 
     exp = experiment_id(EXPERIMENT)
@@ -51,7 +50,8 @@ def store(df: pd.DataFrame, digest: str) -> str:
         run = client.create_run(exp, tags={TAG: digest, "rows": str(len(df))},
                                 run_name=f"dataset-{digest}")
         with tempfile.TemporaryDirectory() as tmp:
-            path = write_parquet(df, Path(tmp) / f"{digest}.parquet")
+            path = Path(tmp) / f"{digest}.parquet"
+            df.to_parquet(path, index=False)  # as the stages write their tables
             client.log_artifact(run.info.run_id, str(path), "data")
         client.set_terminated(run.info.run_id)
     return f"{run.info.artifact_uri.rstrip('/')}/data/{digest}.parquet"
