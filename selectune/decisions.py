@@ -134,8 +134,7 @@ def report(stages: list[StageResult], digest: str, tune_skipped: bool) -> RunRep
             out.tags["selectune.evaluate_run_id"] = evaluated.mlflow_run_id
     if promoted := found.get("promote"):
         o = promoted.outputs
-        summary["promotion"] = out.tags["selectune.promotion"] = o.outcome if o.outcome != "rejected" else (
-            f"rejected: {o.reason}")[:5000]
+        summary["promotion"] = out.tags["selectune.promotion"] = o.tag[:5000]
         summary["promotion_reason"], summary["champion"] = o.reason, o.champion
         out.tags["selectune.champion"] = o.champion
         out.metrics.update({k: v for k, v in promoted.metrics.items() if k.startswith("promote")})

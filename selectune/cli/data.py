@@ -94,11 +94,15 @@ def data_validate(input: Annotated[str, typer.Option("--input", "-i", help="Data
         fail(str(err))
     summary = res.summary()
     if res.rejected:
-        local = Path(input)  # a hub id's side file goes to the working directory
-        folder = local.parent if local.exists() else Path.cwd()
-        side = folder / (local.name.replace(":", "_") + ".rejected.jsonl")
-        summary["rejected_file"] = str(write_rejections(res.rejected, side))
+        summary["rejected_file"] = str(write_rejections(res.rejected, side_file(input)))
     typer.echo(json.dumps(summary, indent=2))
+
+
+def side_file(input: str) -> Path:
+    """Where the rejected rows of ``input`` go: beside it (a hub id's: in the working directory)."""
+    local = Path(input)
+    folder = local.parent if local.exists() else Path.cwd()
+    return folder / (local.name.replace(":", "_") + ".rejected.jsonl")
 
 
 @data_app.command("get")
@@ -145,9 +149,7 @@ def data_add(input: Annotated[str, typer.Option("--input", "-i", help="New recor
     summary: dict[str, object] = {**added.payload(), "rows_read": res.rows_read, "rejected": len(res.rejected),
                                   "duplicates_in_input": len(res.duplicates)}
     if res.rejected:  # beside the input, as `data validate` writes it
-        local = Path(input)
-        side = (local.parent if local.exists() else Path.cwd()) / (local.name.replace(":", "_") + ".rejected.jsonl")
-        summary["rejected_file"] = str(write_rejections(res.rejected, side))
+        summary["rejected_file"] = str(write_rejections(res.rejected, side_file(input)))
     summary["event"] = emit_updated(added) if event and added.added else None
     typer.echo(json.dumps(summary, indent=2))
 

@@ -21,6 +21,11 @@ class PromoteOutputs:
     champion: str  # the champion after the decision
     decision: Path  # decision.json
 
+    @property
+    def tag(self) -> str:
+        """The model version tag ``selectune.promotion``: promoted | kept | rejected: <reason>."""
+        return Decision(self.outcome, self.reason).tag  # type: ignore[arg-type]
+
 
 def version_tags(decision: Decision, metrics: dict[str, float], eval_set_digest: str | None) -> dict[str, str]:
     """What the challenger's model version records: the decision, the comparison and its evaluation summary."""
