@@ -20,6 +20,9 @@ def score_selectit_cmd(
     input: Annotated[str, typer.Option("--input", "-i", help="Dataset (any supported format)")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Scored Parquet file")],
     model: Annotated[list[str] | None, option(S, "models", "--model", "-m")] = None,
+    fidelity: Annotated[Literal["selectune", "official"] | None, option(S, "fidelity")] = None,
+    num_prompts: Annotated[int | None, option(S, "num_prompts", "--num-prompts")] = None,
+    sentence_level: Annotated[bool | None, option(S, "sentence_level", "--sentence-level/--token-level")] = None,
     weights: Annotated[str | None, typer.Option(help="Comma-separated model weights (default: by size)")] = None,
     normalization: Annotated[Literal["paper", "official"] | None, option(S, "normalization")] = None,
     layout: Annotated[Literal["official", "chat"] | None, option(S, "layout")] = None,
@@ -44,7 +47,8 @@ def score_selectit_cmd(
         parsed = [float(w) for w in weights.split(",")] if weights else None
     except ValueError:
         fail(f"--weights {weights!r}: expected comma-separated numbers, e.g. 2,1")
-    cfg = build(SelectITConfig, models=model or None, weights=parsed, normalization=normalization, layout=layout,
+    cfg = build(SelectITConfig, models=model or None, fidelity=fidelity, num_prompts=num_prompts,
+                sentence_level=sentence_level, weights=parsed, normalization=normalization, layout=layout,
                 rating_prompts_file=rating_prompts, dtype=dtype, rating_scale=rating_scale, std_penalty=std_penalty,
                 batch_size=batch_size, max_tokens=max_tokens, use_cache=False if no_cache else None)
     try:

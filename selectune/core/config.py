@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from selectune.core.models import DEFAULT_STUDENT
 
 Dtype = Literal["auto", "float32", "bfloat16"]
+Fidelity = Literal["selectune", "official"]
+FIDELITY_HELP = ("official: reproduce the paper's released code (its defaults fill every field not set "
+                 "explicitly); selectune: this project's documented choices (README, 'official vs selectune')")
 
 
 class Config(BaseModel):
@@ -20,6 +23,7 @@ class Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     renamed: ClassVar[dict[str, str]] = {}
+    official: ClassVar[dict[str, Any]] = {}  # field values of the released code, for ``fidelity: official``
 
     @model_validator(mode="before")
     @classmethod
@@ -35,7 +39,24 @@ class Config(BaseModel):
             warnings.warn(f"{cls.__name__}: the field {old!r} is now {new!r}; the old name is accepted until "
                           "selectune 0.3", FutureWarning, stacklevel=2)
             data[new] = data.pop(old)
+        if cls.official and data.get("fidelity") == "official":
+            data = with_defaults(data, cls.official)
         return data
+
+
+def with_defaults(data: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with ``defaults`` filled in where a field is not given; nested dicts fill nested configs (a dict or
+    a config instance: only its fields not set explicitly)."""
+    out = dict(data)
+    for key, value in defaults.items():
+        given = out.get(key)
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(given, dict):
+            out[key] = with_defaults(given, value)
+        elif isinstance(value, dict) and isinstance(given, BaseModel):
+            out[key] = with_defaults(given.model_dump(exclude_unset=True), value)
+    return out
 
 
 class ModelOptions(Config):
@@ -94,7 +115,9 @@ def load_stage_config(cls: type[C], section: str, path: str | Path | None, **opt
 
     raw = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}) if path else {}
     base = cls.model_validate(raw[section] if section in raw else raw)
-    cfg = cls.model_validate({**base.model_dump(), **{k: v for k, v in options.items() if v is not None}})
+    # only the fields given explicitly: a command-line ``fidelity`` then fills the rest with its defaults
+    cfg = cls.model_validate({**base.model_dump(exclude_unset=True),
+                              **{k: v for k, v in options.items() if v is not None}})
     if getattr(cfg, "register_as", None) == "":
         cfg.register_as = None  # type: ignore[attr-defined]
     return cfg

@@ -26,7 +26,10 @@ RATING_PROMPT_TEMPLATES = (
 
 
 def official_prompt(rating_prompt: str, instruction: str, input: str, response: str) -> str:
-    """The official layout, exactly: prompt, Instruction:, Response:, then 'The answer is: '."""
+    """The official layout: ``prompt + "\\n" + "Instruction:" + Q + "\\n" + "Response:" + A + "\\nThe answer is: \\n"``.
+
+    The released scripts pass each prompt-file line with its own newline (readlines()), so a line that ends in
+    one gives a blank line after the prompt: :func:`load_rating_prompts` with ``keep_newlines`` keeps it."""
     ins = join_instruction(instruction, input)
     return f"{rating_prompt}\nInstruction:{ins}\nResponse:{response}\nThe answer is: \n"
 
@@ -34,14 +37,33 @@ def official_prompt(rating_prompt: str, instruction: str, input: str, response: 
 ANSWER_SUFFIX = "\nThe answer is: \n"
 
 
-def default_rating_prompts(k: int = 5) -> list[str]:
-    return [t.format(k=k) for t in RATING_PROMPT_TEMPLATES]
+def default_rating_prompts(k: int = 5, keep_newlines: bool = False) -> list[str]:
+    """The built-in prompts; with ``keep_newlines`` as a file of them would read in official mode."""
+    prompts = [t.format(k=k) for t in RATING_PROMPT_TEMPLATES]
+    return [p + "\n" for p in prompts[:-1]] + prompts[-1:] if keep_newlines else prompts
 
 
-def load_rating_prompts(path: str | Path) -> list[str]:
-    """One rating prompt per non-empty line (the official file's format)."""
+def choose_prompts(pool: list[str], num_prompts: int | None, sentence_level: bool = True, seed: int = 0,
+                   source: str = "the built-in prompts") -> list[str]:
+    """The first ``num_prompts`` of ``pool`` (all when None); without ``sentence_level`` one drawn at random."""
+    if not sentence_level:
+        import random
+
+        return [random.Random(seed).choice(pool)]
+    if num_prompts is not None and num_prompts > len(pool):
+        raise ValueError(f"num_prompts {num_prompts}, but {source} has only {len(pool)} rating prompts")
+    return pool[:num_prompts]
+
+
+def load_rating_prompts(path: str | Path, keep_newlines: bool = False) -> list[str]:
+    """One rating prompt per non-empty line, stripped; with ``keep_newlines`` every line exactly as the official
+    scripts read it (``readlines()``: its newline kept, blank lines included)."""
     p = Path(path)
-    prompts = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if keep_newlines:
+        with p.open(encoding="utf-8") as fh:
+            prompts = fh.readlines()
+    else:
+        prompts = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not prompts:
         raise ValueError(f"{p}: no rating prompts (expected one prompt per line)")
     return prompts

@@ -78,9 +78,18 @@ class ScoreReport:
 
 
 def rating_prompts(cfg: SelectITConfig) -> list[str]:
+    """The rating prompts in use: the file's or the built-in ones, chosen by num_prompts / sentence_level."""
+    official = cfg.fidelity == "official"
     if cfg.rating_prompts_file:
-        return rating.load_rating_prompts(cfg.rating_prompts_file)
-    return rating.default_rating_prompts(cfg.rating_scale)
+        pool = rating.load_rating_prompts(cfg.rating_prompts_file, keep_newlines=official)
+    else:
+        if official:
+            log.warning("SelectIT fidelity official without rating_prompts_file: the official prompt file "
+                        "(data/rating_prompt.txt of github.com/Blue-Raincoat/SelectIT) is not bundled; rating "
+                        "with selectune's own prompts in the official layout")
+        pool = rating.default_rating_prompts(cfg.rating_scale, keep_newlines=official)
+    return rating.choose_prompts(pool, cfg.num_prompts, cfg.sentence_level, cfg.prompt_seed,
+                                 cfg.rating_prompts_file or "the built-in prompts")
 
 
 def build_texts(df: pd.DataFrame, prompts: list[str], layout: str, tokenizer: object) -> tuple[list[str], str]:

@@ -53,6 +53,8 @@ def score_stage(cfg: SelectITConfig, records: str | Path, run_dir: str | Path, p
 
     inputs = {"records": file_digest(records), **{f"model.{models.model_key(m)}": models.fingerprint(m)
                                                    for m in cfg.models}}
+    if cfg.rating_prompts_file:  # the prompts' text, not only the file's path, decides the ratings
+        inputs["rating_prompts"] = file_digest(cfg.rating_prompts_file)
     key = stage_key(cfg, inputs)
 
     def body(out: Path) -> tuple[ScoreOutputs, dict[str, float]]:

@@ -12,6 +12,7 @@ from selectune.config import SelectITConfig
 from selectune.core import models
 from selectune.data.records import record_id
 from selectune.selectit.rater import score_selectit
+from tests.fixtures import SHARED_DATA
 
 pytestmark = pytest.mark.slow
 
@@ -77,3 +78,24 @@ def test_resolution_order(tmp_path) -> None:
     assert models.resolve("someorg/some-model") == "someorg/some-model"
     with pytest.raises(ValueError, match="not a local directory"):
         models.resolve("no-such-model")
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "selectit_official_rating_prompts.txt").is_file(),
+                    reason="needs ../shared/data (the official prompt file and Alpaca records)")
+def test_smollm2_official_mode_reproduces_the_released_script() -> None:
+    """``fidelity: official`` with the official 9-line prompt file on real Alpaca records, batched, against a
+    batch-of-1 float32 re-implementation of the released sentence-level script."""
+    from tests.fixtures.official_selectit import official_sentence_scores
+
+    prompts = SHARED_DATA / "selectit_official_rating_prompts.txt"
+    rows = json.loads((SHARED_DATA / "cherry_alpaca_3k.json").read_text(encoding="utf-8"))[:6]
+    triples = [(r["instruction"], r.get("input", ""), r["output"]) for r in rows]
+    df = pd.DataFrame(triples, columns=["instruction", "input", "output"])
+    df.insert(0, "id", [record_id(*t) for t in triples])
+    cfg = SelectITConfig(models=["smollm2-135m-instruct"], fidelity="official", rating_prompts_file=str(prompts),
+                         dtype="float32", max_tokens=4096)
+    ours = score_selectit(df, cfg, None, progress=False).table["selectit_score"].to_numpy()
+    reference = official_sentence_scores(str(models.prepare("smollm2-135m-instruct")), prompts, triples)
+    rel = np.abs(ours - reference) / np.abs(reference)
+    print(f"official-mode max relative error on {len(df)} Alpaca records: {rel.max():.2e}")
+    assert rel.max() < 1e-3
