@@ -30,6 +30,7 @@ def reflect_cmd(
     max_cost: Annotated[float | None, option(T, "max_cost")] = None,
     prices: Annotated[str | None, typer.Option(help="USD per 1M tokens as INPUT,OUTPUT, e.g. 0.15,0.6")] = None,
     limit: Annotated[int | None, option(R, "limit")] = None,
+    fidelity: Annotated[Literal["selectune", "official"] | None, option(R, "fidelity")] = None,
     temperature: Annotated[float | None, option(T, "temperature")] = None,
     max_new_tokens: Annotated[int | None, option(T, "max_new_tokens")] = None,
     batch_size: Annotated[int | None, typer.Option(help="hf teacher: prompts per generate() call; openai: requests "
@@ -52,7 +53,7 @@ def reflect_cmd(
     given = {"backend": backend, "model": model, "base_url": base_url, "api_key_env": api_key_env,
              "temperature": temperature, "max_new_tokens": max_new_tokens, "max_calls": max_calls,
              "batch_size": batch_size, "concurrency": batch_size, "max_cost": max_cost, "prices": price, "dtype": dtype}
-    cfg = build(ReflectionConfig, limit=limit, ifd_max=ifd_max, rifd_max=rifd_max,
+    cfg = build(ReflectionConfig, fidelity=fidelity, limit=limit, ifd_max=ifd_max, rifd_max=rifd_max,
                 keep_regardless=keep_regardless or None,
                 teacher={k: v for k, v in given.items() if v is not None},
                 student={k: v for k, v in {"model": student, "template": template, "dtype": dtype}.items()

@@ -76,6 +76,7 @@ def score_ifd_cmd(
     input: Annotated[str, typer.Option("--input", "-i", help="Dataset (any supported format)")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Parquet file: records + IFD columns")],
     model: Annotated[str | None, option(IFD, "model", "--model", "-m")] = None,
+    fidelity: Annotated[Literal["selectune", "official"] | None, option(IFD, "fidelity")] = None,
     template: Annotated[Literal["alpaca", "vicuna", "chat"] | None, option(IFD, "template")] = None,
     max_tokens: Annotated[int | None, option(IFD, "max_tokens", "--max-tokens", "--max-length")] = None,
     batch_size: Annotated[int | None, option(IFD, "batch_size")] = None,
@@ -89,7 +90,8 @@ def score_ifd_cmd(
     from selectune.data.records import write_parquet
     from selectune.reflection.ifd import ifd_scores
 
-    cfg = build(IFDConfig, model=model, template=template, max_tokens=max_tokens, batch_size=batch_size, dtype=dtype)
+    cfg = build(IFDConfig, model=model, fidelity=fidelity, template=template, max_tokens=max_tokens,
+                batch_size=batch_size, dtype=dtype)
     df = load_records(input, on_invalid, limit)
     try:
         table = pd.concat([df, ifd_scores(df, cfg)], axis=1)

@@ -37,6 +37,11 @@ class Cache:
         self._db.execute("PRAGMA journal_mode=WAL")
         cols = ", ".join(f"{c} NOT NULL" for c in columns)
         self._db.execute(f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, {cols})")
+        have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+        for c in columns:  # a column added in a later release: older rows get its empty value
+            if c.split()[0] not in have:
+                empty = "''" if "TEXT" in c.upper() else "X''" if "BLOB" in c.upper() else "0"
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {c} NOT NULL DEFAULT {empty}")
         self._db.commit()
 
     def get_many(self, keys: Iterable[str]) -> dict[str, tuple[Any, ...]]:

@@ -28,7 +28,7 @@ class Config(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _accept_old_names(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or not cls.renamed:
+        if not isinstance(data, dict):
             return data
         data = dict(data)
         for old, new in cls.renamed.items():

@@ -20,6 +20,7 @@ from selectune.core.lm import length_batches, pad_left
 class Generated:
     text: str  # decoded up to the first end-of-sequence token, special tokens skipped (not stripped)
     n_tokens: int  # new tokens, the end-of-sequence token included when one was emitted
+    finish_reason: str = "stop"  # "stop": an end-of-sequence token (or a stop string); "length": max_new_tokens hit
 
 
 def row_seed(*parts: object) -> int:
@@ -57,16 +58,17 @@ def stop_ids(model: Any, tokenizer: Any) -> set[int]:
 
 def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                    temperature: float = 0.0, top_p: float = 1.0, seeds: Sequence[int] | None = None,
-                   ) -> list[Generated]:
+                   stop_strings: Sequence[str] = ()) -> list[Generated]:
     """One left-padded ``generate`` call: greedy when ``temperature`` is 0, else sampled with one generator per
-    row seeded from ``seeds``."""
+    row seeded from ``seeds``; a row also ends after any of ``stop_strings`` (kept in its text)."""
     import torch
     from transformers import GenerationConfig
 
     eos = stop_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos)
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=sorted(eos),
-                              pad_token_id=pad, use_cache=True)  # training switches the model's cache default off
+                              pad_token_id=pad, use_cache=True,  # training switches the model's cache default off
+                              stop_strings=list(stop_strings) or None)
     processors = None
     if temperature > 0:
         if seeds is None or len(seeds) != len(prompts):
@@ -76,12 +78,18 @@ def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]],
     ids, mask, _ = pad_left(prompts, pad)
     with torch.inference_mode():
         out = model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), generation_config=config,
-                             logits_processor=processors)
+                             logits_processor=processors, tokenizer=tokenizer if stop_strings else None)
     results = []
     for row in range(len(prompts)):
         new = out[row, ids.shape[1]:].tolist()
-        end = next((j for j, t in enumerate(new) if t in eos), len(new))
-        results.append(Generated(tokenizer.decode(new[:end], skip_special_tokens=True), min(end + 1, len(new))))
+        end = next((j for j, t in enumerate(new) if t in eos), None)
+        if end is not None:
+            results.append(Generated(tokenizer.decode(new[:end], skip_special_tokens=True), min(end + 1, len(new))))
+            continue
+        while new and new[-1] == pad:  # a row a stop string ended is padded while the others go on
+            new.pop()
+        results.append(Generated(tokenizer.decode(new, skip_special_tokens=True), len(new),
+                                 "length" if len(new) >= max_new_tokens else "stop"))
     return results
 
 

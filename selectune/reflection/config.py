@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from selectune.core.config import BatchedScoring, Config, ModelOptions
+from selectune.core.config import FIDELITY_HELP, BatchedScoring, Config, Fidelity, ModelOptions
 from selectune.core.models import DEFAULT_STUDENT, DEFAULT_TEACHER
 
 
@@ -19,9 +19,13 @@ class TeacherConfig(ModelOptions):
     api_key_env: str = Field("OPENAI_API_KEY", description="openai: environment variable holding the key")
     api_key_secret: str | None = Field(None, description="openai: Prefect Secret block name holding the key "
                                        "(used when the environment variable is unset)")
-    temperature: float = Field(0.7, ge=0, description="Sampling temperature (0 = greedy)")
-    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling")
-    max_new_tokens: int = Field(512, ge=1, description="Max tokens per teacher reply")
+    temperature: float = Field(0.7, ge=0, description="Sampling temperature (0 = greedy; official: 0)")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling (official: 1)")
+    max_new_tokens: int = Field(512, ge=1, description="Max tokens per teacher reply (official: 2048); a reply cut "
+                                "off by it is a parse failure, never a rewrite")
+    prefill: bool = Field(True, description="hf: write each part's opening marker into the assistant turn and stop "
+                          "at its closing marker, so a small model only writes the content (the prefill is kept in "
+                          "the raw reply; max_new_tokens then limits each part); openai: not used")
     seed: int = Field(0, description="Sampling seed")
     batch_size: int = Field(16, ge=1, description="hf: prompts per generate() call")
     concurrency: int = Field(8, ge=1, description="openai: requests in flight")
@@ -36,8 +40,13 @@ class IFDConfig(BatchedScoring):
     """Student statistics: IFD = ppl(A|Q)/ppl(A) and reversed IFD = ppl(Q|A')/ppl(Q) (arXiv 2402.10110)."""
 
     renamed: ClassVar[dict[str, str]] = {"max_length": "max_tokens"}
+    # github.com/tianyi-lab/Reflection_Tuning selection_code/data_analysis.py: --prompt vicuna, --max_length 2048
+    official: ClassVar[dict[str, object]] = {"template": "vicuna", "max_tokens": 2048}
+    fidelity: Fidelity = Field("selectune", description=FIDELITY_HELP + "; official also scores s(Q) and "
+                               "s(Q|A') on instruction + input with no separator, as the released code does")
     model: str = Field(DEFAULT_STUDENT, description="The student: the model the user will tune")
-    template: Literal["alpaca", "vicuna", "chat"] = Field("alpaca", description="Prompt template around Q")
+    template: Literal["alpaca", "vicuna", "chat"] = Field("alpaca", description="Prompt template around Q "
+                                                          "(official: vicuna)")
 
 
 class IFDScoringConfig(IFDConfig):
@@ -52,7 +61,16 @@ class ReflectionConfig(Config):
     """Selective Reflection-Tuning recycling (arXiv 2402.10110): teacher rewrites kept when the student's
     IFD / reversed-IFD say they help."""
 
+    # github.com/tianyi-lab/Reflection_Tuning: reflection_code/*.py (temperature 0, top_p 1, max_tokens 2048, one
+    # retry of an unusable reply), selection_code/get_select_data.py (only qa and a pairs written)
+    official: ClassVar[dict[str, object]] = {"parse_retries": 1, "student": {"fidelity": "official"},
+                                             "teacher": {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 2048,
+                                                         "prefill": False}}
+    fidelity: Fidelity = Field("selectune", description=FIDELITY_HELP + "; official keeps only the qa and a pairs "
+                               "(the released selection script's other two appends are commented out)")
     enabled: bool = Field(False, description="Run the recycling stage in the pipeline flow")
+    parse_retries: int = Field(0, ge=0, description="Ask again after an unusable reply (official: 1); never for a "
+                               "greedy local teacher, which would write the same reply")
     order: Literal["before_scoring", "after_scoring"] = Field("before_scoring", description="Recycle every "
                                                               "record before SelectIT, or score first and "
                                                               "recycle the top part")

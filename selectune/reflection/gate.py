@@ -57,8 +57,9 @@ def gate(stats: Mapping[str, Any] | Any, cfg: Any, missing: Mapping[str, str] | 
        keep P' when r-IFD(P') < r-IFD(P) -- a *lower* reversed IFD means the answer is more predictive of
        its instruction. Ties keep the unreflected side at both steps (strict comparisons, as official).
     3. The chosen pair is kept only when IFD < ``cfg.ifd_max`` and r-IFD < ``cfg.rifd_max`` (both 1.0 as
-       official), unless ``cfg.keep_regardless``. The official script only writes the qa/a branches
-       (its q/ori appends are commented out); we keep every chosen pair that passes the thresholds.
+       official), unless ``cfg.keep_regardless``. The official script only writes the qa/a branches (its q/ori
+       appends are commented out): so does ``cfg.fidelity == "official"``; the selectune mode keeps every
+       chosen pair that passes the thresholds.
 
     ``stats``: {variant: (ifd, rifd)} or a row with ``ifd.<v>``/``rifd.<v>``; NaN or absent = unavailable.
     ``missing``: why a variant is absent (parse failure, teacher error), quoted in the reason.
@@ -88,6 +89,9 @@ def gate(stats: Mapping[str, Any] | Any, cfg: Any, missing: Mapping[str, str] | 
         kept = bool(cfg.keep_regardless)
         steps.append(f"no IFD/r-IFD for {base}: " + ("kept (keep_regardless)" if kept else "dropped"))
         return Decision(base, kept, "; ".join(steps))
+    if getattr(cfg, "fidelity", "selectune") == "official" and base in ("ori", "q"):
+        steps.append(f"{base} chosen: dropped (the official selection script writes only qa and a pairs)")
+        return Decision(base, False, "; ".join(steps))
     ifd, rifd = s[base]
     fails = [f"IFD {ifd:.4g} >= ifd_max {cfg.ifd_max:g}"] * (ifd >= cfg.ifd_max)
     fails += [f"r-IFD {rifd:.4g} >= rifd_max {cfg.rifd_max:g}"] * (rifd >= cfg.rifd_max)

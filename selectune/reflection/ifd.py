@@ -64,7 +64,8 @@ def ifd_scores(df: pd.DataFrame, cfg: IFDConfig, model: Any = None, tokenizer: A
     inp = df[input_col].fillna("").astype(str).tolist() if input_col in df.columns else [""] * len(df)
     out = df[output_col].fillna("").astype(str).tolist()
     names = df["id"].astype(str).tolist() if "id" in df.columns else [str(i) for i in df.index]
-    q_text = [join_instruction(a, b) for a, b in zip(ins, inp, strict=True)]
+    official = getattr(cfg, "fidelity", "selectune") == "official"  # the released code: no separator
+    q_text = [a + b if official else join_instruction(a, b) for a, b in zip(ins, inp, strict=True)]
     a_ids, q_ids = token_ids(tokenizer, out), token_ids(tokenizer, q_text)
     for name, a, q in zip(names, a_ids, q_ids, strict=True):
         if not a or not q:
@@ -114,7 +115,8 @@ def cached_ifd_scores(df: pd.DataFrame, cfg: IFDConfig, cache: Any = None, progr
         return ifd_scores(df, cfg, progress=progress)
     student = models.fingerprint(cfg.model)
     dtype = resolve_dtype(cfg.dtype, best_device())
-    keys = [cache_key(rid, student, cfg.template, cfg.max_tokens, dtype, "ifd-v1") for rid in df["id"]]
+    version = "ifd-v1" + ("-official" if cfg.fidelity == "official" else "")  # official: another r-IFD target
+    keys = [cache_key(rid, student, cfg.template, cfg.max_tokens, dtype, version) for rid in df["id"]]
     found = {k: json.loads(v[0]) for k, v in cache.get_many(keys).items()}
     todo = [i for i, k in enumerate(keys) if k not in found]
     if todo:

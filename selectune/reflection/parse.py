@@ -1,5 +1,6 @@
 """Tolerant, pure parsers of the teacher's replies: the text between the markers, or the reason there is none. A
-failure keeps the raw reply."""
+failure keeps the raw reply. A reply cut off by the token limit, or whose answer has no closing ``[End]``, is a
+failure with reason ``truncated``: a rewrite that stops mid-way never enters the data."""
 
 from __future__ import annotations
 
@@ -67,23 +68,23 @@ def _clean(segment: str) -> str:
 
 
 def _segments(text: str, start: re.Pattern[str], stops: list[re.Pattern[str]], fences: list[tuple[int, int]],
-              ) -> list[str]:
-    """Text after each ``start`` marker up to the nearest stop marker or the end, cleaned."""
+              ) -> list[tuple[str, bool]]:
+    """(text, closed) after each ``start`` marker up to the nearest stop marker (closed) or the end, cleaned."""
     out = []
     for m in start.finditer(text):
         if any(a <= m.start() < b for a, b in fences):
             continue
         ends = [e.start() for p in stops if (e := _find(p, text, m.end(), fences)) is not None]
-        out.append(_clean(text[m.end(): min(ends, default=len(text))]))
+        out.append((_clean(text[m.end(): min(ends, default=len(text))]), bool(ends)))
     return out
 
 
-def _pick(segments: list[str], what: str) -> tuple[str | None, str]:
+def _pick(segments: list[tuple[str, bool]], what: str) -> tuple[tuple[str, bool] | None, str]:
     """The last usable segment (chatter may name a marker before the real one), else why none is."""
-    usable = [s for s in segments if s and not _placeholder(s)]
+    usable = [s for s in segments if s[0] and not _placeholder(s[0])]
     if usable:
         return usable[-1], "ok"
-    return None, f"empty {what}" if not segments[-1] else f"{what} is the prompt's placeholder"
+    return None, f"empty {what}" if not segments[-1][0] else f"{what} is the prompt's placeholder"
 
 
 def _placeholder(segment: str) -> bool:
@@ -91,9 +92,11 @@ def _placeholder(segment: str) -> bool:
     return any(p in low for p in PLACEHOLDERS)
 
 
-def _parse(text: str, want_instruction: bool) -> Parsed:
+def _parse(text: str, want_instruction: bool, finish_reason: str = "") -> Parsed:
     raw = text if isinstance(text, str) else ""
     fail = lambda reason: Parsed(False, None, None, reason, raw)  # noqa: E731
+    if finish_reason == "length":
+        return fail("truncated: the reply hit the token limit")
     if not raw.strip():
         return fail("empty reply")
     fences = _fences(raw)
@@ -106,27 +109,32 @@ def _parse(text: str, want_instruction: bool) -> Parsed:
         found = _segments(raw, _NEW_INSTRUCTION, [_END, _NEW_ANSWER], fences)
         if not found:
             return fail("no [New Instruction] marker")
-        instruction, reason = _pick(found, "instruction")
-        if instruction is None:
+        picked, reason = _pick(found, "instruction")
+        if picked is None:
             return fail(reason)
+        instruction = picked[0]
     found = _segments(raw, answer_start, [_END], fences)
     if not found:
         return fail(f"no {answer_label} marker")
     answer, reason = _pick(found, "answer")
     if answer is None:
         return fail(reason)
-    return Parsed(True, instruction, answer, "ok", raw)
+    if not answer[1]:
+        return fail("truncated: no [End] after the answer")
+    return Parsed(True, instruction, answer[0], "ok", raw)
 
 
-def parse_instruction_reflection(text: str) -> Parsed:
+def parse_instruction_reflection(text: str, finish_reason: str = "") -> Parsed:
     """Read ``[New Instruction] ... [End]`` and ``[New Answer] ... [End]`` from a teacher reply.
 
     Tolerates case, markdown bold/headers around markers, ``Label:`` forms at a line start, chatter before and
-    after, code blocks in the answer (markers inside them are ignored) and a missing final ``[End]``.
+    after, and code blocks in the answer (markers inside them are ignored). ``finish_reason`` "length" (the
+    token limit cut the reply) or an answer without its ``[End]`` fails with reason ``truncated``.
     """
-    return _parse(text, want_instruction=True)
+    return _parse(text, want_instruction=True, finish_reason=finish_reason)
 
 
-def parse_response_reflection(text: str) -> Parsed:
-    """Read ``[Better Answer] ... [End]`` (``[New Answer]`` also accepted) from a teacher reply."""
-    return _parse(text, want_instruction=False)
+def parse_response_reflection(text: str, finish_reason: str = "") -> Parsed:
+    """Read ``[Better Answer] ... [End]`` (``[New Answer]`` also accepted) from a teacher reply; truncated replies
+    fail as in :func:`parse_instruction_reflection`."""
+    return _parse(text, want_instruction=False, finish_reason=finish_reason)

@@ -16,7 +16,7 @@ from selectune.data.records import record_id, write_parquet
 from selectune.reflection.config import ReflectionConfig
 from selectune.reflection.gate import VARIANTS, gate
 from selectune.reflection.parse import Parsed, parse_instruction_reflection, parse_response_reflection
-from selectune.reflection.prompts import instruction_messages, response_messages
+from selectune.reflection.prompts import INSTRUCTION_PARTS, RESPONSE_PARTS, instruction_messages, response_messages
 
 CHUNK = 32  # records per round of teacher calls: a budget stop loses at most one round of work
 KINDS = ("instruction", "response_ori", "response_q")
@@ -34,35 +34,65 @@ class RecycleResult:
     scores: pd.DataFrame = field(default_factory=pd.DataFrame)  # long table: source_id, variant, ifd, rifd
 
 
-def _reflect(teacher: Any, rows: pd.DataFrame, progress: bool) -> tuple[dict[str, dict[str, Any]], bool]:
+def _ask(teacher: Any, requests: list[Any], parts: list[Any], parsers: list[Any], retries: int, progress: bool,
+         ) -> list[tuple[Any, Parsed | None, int]]:
+    """(completion, parsed or None on a teacher error, attempts) per request; an unusable reply is asked again up
+    to ``retries`` times (the released scripts retry once), the last reply standing."""
+    done = teacher.complete(requests, progress=progress, steps=parts)
+    out = [(c, None if c.error else parse(c.text, c.finish_reason), 1) for c, parse in zip(done, parsers, strict=True)]
+    for attempt in range(1, retries + 1):
+        again = [i for i, (_, p, _) in enumerate(out) if p is not None and not p.ok]
+        if not again:
+            break
+        redo = teacher.complete([requests[i] for i in again], progress=progress, steps=[parts[i] for i in again],
+                                attempt=attempt)
+        for i, c in zip(again, redo, strict=True):
+            if not c.error:  # a budget stop or HTTP failure keeps the first reply
+                out[i] = (c, parsers[i](c.text, c.finish_reason), attempt + 1)
+    return out
+
+
+def _reflect(teacher: Any, rows: pd.DataFrame, progress: bool, retries: int = 0,
+             ) -> tuple[dict[str, dict[str, Any]], bool]:
     """Two rounds of teacher calls for some records -> ({source_id: {kind: log entry}}, budget hit)."""
     log: dict[str, dict[str, Any]] = {sid: {} for sid in rows["id"]}
     budget = False
 
-    def record(sid: str, kind: str, comp: Any, parse: Any) -> Parsed | None:
+    def record(sid: str, kind: str, answer: tuple[Any, Parsed | None, int]) -> Parsed | None:
         nonlocal budget
-        parsed = None if comp.error else parse(comp.text)
+        comp, parsed, attempts = answer
         budget = budget or bool(comp.error and str(comp.error).startswith("budget"))
         log[sid][kind] = {"source_id": sid, "kind": kind, "text": comp.text, "error": comp.error,
                           "ok": bool(parsed and parsed.ok), "parse": parsed.reason if parsed else None,
                           "instruction": parsed.instruction if parsed else None,
                           "answer": parsed.answer if parsed else None, "cached": comp.cached,
+                          "finish_reason": comp.finish_reason, "attempts": attempts,
                           "prompt_tokens": comp.prompt_tokens, "completion_tokens": comp.completion_tokens}
         return parsed
 
     triples = list(zip(rows["instruction"], rows["input"].fillna(""), rows["output"], strict=True))
+    n = len(triples)
     first = [instruction_messages(*t) for t in triples] + [response_messages(*t) for t in triples]
-    done = teacher.complete(first, progress=progress)
+    done = _ask(teacher, first, [INSTRUCTION_PARTS] * n + [RESPONSE_PARTS] * n,
+                [parse_instruction_reflection] * n + [parse_response_reflection] * n, retries, progress)
     second: list[tuple[str, list[dict[str, str]]]] = []
     for i, sid in enumerate(rows["id"]):
-        p = record(sid, "instruction", done[i], parse_instruction_reflection)
-        record(sid, "response_ori", done[len(triples) + i], parse_response_reflection)
+        p = record(sid, "instruction", done[i])
+        record(sid, "response_ori", done[n + i])
         if p is not None and p.ok:
             second.append((sid, response_messages(p.instruction or "", "", p.answer or "")))
     if second:
-        for (sid, _), comp in zip(second, teacher.complete([m for _, m in second], progress=progress), strict=True):
-            record(sid, "response_q", comp, parse_response_reflection)
+        again = _ask(teacher, [m for _, m in second], [RESPONSE_PARTS] * len(second),
+                     [parse_response_reflection] * len(second), retries, progress)
+        for (sid, _), answer in zip(second, again, strict=True):
+            record(sid, "response_q", answer)
     return log, budget
+
+
+def parse_retries(cfg: ReflectionConfig) -> int:
+    """Retries of an unusable reply; none for a greedy local teacher (it would write the same reply again)."""
+    t = cfg.teacher
+    return 0 if t.backend == "hf" and t.temperature == 0 else cfg.parse_retries
 
 
 def _why(entry: dict[str, Any] | None, what: str) -> str:
@@ -124,7 +154,7 @@ def recycle(df: pd.DataFrame, cfg: ReflectionConfig, teacher: Any = None, progre
     bar = tqdm(total=n_target, desc="reflect", unit="rec", disable=not progress)
     for start in range(0, n_target, CHUNK):
         rows = df.iloc[start: min(start + CHUNK, n_target)]
-        log, budget = _reflect(teacher, rows, progress=False)
+        log, budget = _reflect(teacher, rows, progress=False, retries=parse_retries(cfg))
         logs.update(log)
         reached += [i for i, sid in zip(rows.index, rows["id"], strict=True)
                     if not any(str(e["error"] or "").startswith("budget") for e in log[sid].values())]
@@ -218,8 +248,9 @@ def dry_run(cfg: ReflectionConfig, records_df: pd.DataFrame) -> dict[str, Any]:
 
     rows = records_df.head(cfg.limit) if cfg.limit else records_df
     triples = list(zip(rows["instruction"], rows["input"].fillna(""), rows["output"], strict=True))
+    n = len(triples)
     first = estimate([instruction_messages(*t) for t in triples] + [response_messages(*t) for t in triples],
-                     cfg.teacher, home() / "cache" / "teacher.sqlite")
+                     cfg.teacher, home() / "cache" / "teacher.sqlite", [INSTRUCTION_PARTS] * n + [RESPONSE_PARTS] * n)
     second = estimate([response_messages(*t) for t in triples], cfg.teacher, None) if triples else first
     out: dict[str, Any] = {"records": len(rows), "cached": first["cached"], "token_count": first["token_count"]}
     for key in ("requests", "calls", "prompt_tokens", "max_completion_tokens", "cost"):

@@ -6,6 +6,11 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+# The parts of each reply with their opening marker and closing markers: a local (hf) teacher has each opening
+# marker written into its turn and stops at a closing one (TeacherConfig.prefill); the parsers read the same.
+INSTRUCTION_PARTS = (("[New Instruction] ", ("[End]", "[New Answer]")), ("\n[New Answer] ", ("[End]",)))
+RESPONSE_PARTS = (("[Better Answer] ", ("[End]",)),)
+
 
 @cache
 def _template(kind: str) -> Any:

@@ -24,6 +24,7 @@ from selectune.core.cache import Cache, cache_key
 from selectune.reflection.config import TeacherConfig
 
 Messages = list[dict[str, str]]
+Steps = tuple[tuple[str, tuple[str, ...]], ...]  # (prefill, closing markers) per part of a reply: see HFTeacher
 Record = Callable[[str, "Completion"], None]
 CHARS_PER_TOKEN = 4  # rough count for API prompts (and replies without usage): ceil(characters / 4)
 
@@ -36,6 +37,7 @@ class Completion:
     cached: bool  # served from the on-disk cache
     error: str | None = None  # e.g. "budget: max_calls reached", "HTTP 500 after 6 retries: ..."
     usage_estimated: bool = False  # the endpoint sent no usage: tokens counted as characters / 4
+    finish_reason: str = ""  # "stop", "length" (cut off by max_new_tokens), or the endpoint's; "" = not reported
 
 
 @dataclass
@@ -66,7 +68,7 @@ def price(prices: dict[str, float] | None, prompt_tokens: int, completion_tokens
 
 
 COMPLETIONS = ("completions", ("teacher TEXT", "text TEXT", "prompt_tokens INTEGER", "completion_tokens INTEGER",
-                               "usage_estimated INTEGER"))  # cache table: finished replies only, never errors
+                               "usage_estimated INTEGER", "finish_reason TEXT"))  # finished replies, never errors
 
 
 def completion_cache(path: str | Path) -> Cache:
@@ -75,7 +77,7 @@ def completion_cache(path: str | Path) -> Cache:
 
 def cached_completions(cache: Cache, keys: Sequence[str]) -> dict[str, Completion]:
     rows = cache.get_many(keys).items()
-    return {k: Completion(text, p, c, True, None, bool(est)) for k, (_, text, p, c, est) in rows}
+    return {k: Completion(text, p, c, True, None, bool(est), fin) for k, (_, text, p, c, est, fin) in rows}
 
 
 def check_requests(requests: Sequence[Messages]) -> None:
@@ -99,15 +101,19 @@ def teacher_id(cfg: TeacherConfig) -> str:
     return f"hf:{fingerprint(cfg.model)}|{cfg.dtype}"
 
 
-def request_key(tid: str, messages: Messages, cfg: TeacherConfig) -> str:
+def request_key(tid: str, messages: Messages, cfg: TeacherConfig, steps: Steps | None = None, attempt: int = 0,
+                ) -> str:
+    """The cache key of one request: teacher, messages, decoding, and (when used) prefill steps and retry number."""
     blob = json.dumps(messages, sort_keys=True, ensure_ascii=False)
-    return cache_key(tid, blob, cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed)
+    extra = ([json.dumps(steps)] if steps else []) + ([f"attempt={attempt}"] if attempt else [])
+    return cache_key(tid, blob, cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed, *extra)
 
 
 class Teacher:
     """Cache, budget and usage bookkeeping; backends implement ``_generate``."""
 
     id: str
+    uses_steps = False  # whether the backend prefills the reply (then steps are part of the cache key)
 
     def __init__(self, cfg: TeacherConfig, cache_path: Path | None) -> None:
         if cfg.max_cost is not None and not cfg.prices:
@@ -120,18 +126,22 @@ class Teacher:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(id={self.id!r})"
 
-    def complete(self, requests: Sequence[Messages], progress: bool = True) -> list[Completion]:
-        """One Completion per request, in order; failures and budget stops are reported in ``error``."""
+    def complete(self, requests: Sequence[Messages], progress: bool = True, steps: Sequence[Steps] | None = None,
+                 attempt: int = 0) -> list[Completion]:
+        """One Completion per request, in order; failures and budget stops are reported in ``error``. ``steps``:
+        per request, the reply's parts for backends that prefill (ignored by the others); ``attempt`` > 0 asks
+        again (a retry after an unusable reply) under its own cache key."""
         from tqdm.auto import tqdm
 
         check_requests(requests)
-        keys = [request_key(self.id, msgs, self.cfg) for msgs in requests]
+        parts = list(steps) if steps is not None and self.uses_steps else [()] * len(requests)
+        keys = [request_key(self.id, msgs, self.cfg, st, attempt) for msgs, st in zip(requests, parts, strict=True)]
         done = cached_completions(self.cache, sorted(set(keys))) if self.cache else {}
         self.usage.cached += sum(k in done for k in keys)
-        todo: dict[str, Messages] = {}
-        for key, msgs in zip(keys, requests, strict=True):
+        todo: dict[str, tuple[Messages, Steps]] = {}
+        for key, msgs, st in zip(keys, requests, parts, strict=True):
             if key not in done:
-                todo.setdefault(key, msgs)
+                todo.setdefault(key, (msgs, st))
 
         def record(key: str, c: Completion) -> None:
             with self._lock:
@@ -142,7 +152,7 @@ class Teacher:
                     self.usage.cost += price(self.cfg.prices, c.prompt_tokens, c.completion_tokens)
                     if self.cache is not None:
                         self.cache.put_many([(key, self.id, c.text, c.prompt_tokens, c.completion_tokens,
-                                              int(c.usage_estimated))])
+                                              int(c.usage_estimated), c.finish_reason)])
                 elif c.error.startswith("budget:"):
                     self.usage.skipped += 1
                 else:
@@ -168,7 +178,7 @@ class Teacher:
             self.usage.calls += 1
             return None
 
-    def _generate(self, todo: list[tuple[str, Messages]], record: Record, bar: Any) -> None:
+    def _generate(self, todo: list[tuple[str, tuple[Messages, Steps]]], record: Record, bar: Any) -> None:
         raise NotImplementedError
 
 
@@ -184,13 +194,15 @@ def make_teacher(cfg: TeacherConfig, cache_path: Path | None, api_key: str | Non
     return HFTeacher(cfg, cache_path)
 
 
-def estimate(requests: Sequence[Messages], cfg: TeacherConfig, cache_path: Path | None = None) -> dict[str, Any]:
+def estimate(requests: Sequence[Messages], cfg: TeacherConfig, cache_path: Path | None = None,
+             steps: Sequence[Steps] | None = None) -> dict[str, Any]:
     """Dry run: new calls, their prompt tokens (hf: the model's tokenizer and chat template; openai: characters
     of all message contents / 4, rounded up per request), max completion tokens (max_new_tokens per call) and
     the cost bound from ``prices``. Requests already in the cache are listed (``cached_indices``), not counted."""
     check_requests(requests)
     tid = teacher_id(cfg)
-    keys = [request_key(tid, msgs, cfg) for msgs in requests]
+    parts = list(steps) if steps is not None and cfg.backend == "hf" and cfg.prefill else [()] * len(requests)
+    keys = [request_key(tid, msgs, cfg, st) for msgs, st in zip(requests, parts, strict=True)]
     hits = {}
     if cache_path is not None and Path(cache_path).is_file():
         cache = completion_cache(cache_path)

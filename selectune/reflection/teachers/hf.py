@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from selectune.reflection.config import TeacherConfig
-from selectune.reflection.teachers.base import Completion, Messages, Record, Teacher, teacher_id
+from selectune.reflection.teachers.base import Completion, Messages, Record, Steps, Teacher, teacher_id
 
 
 class HFTeacher(Teacher):
@@ -32,13 +32,20 @@ class HFTeacher(Teacher):
                                                       trust_remote_code=self.cfg.trust_remote_code)
         return self._tok
 
-    def prompt_ids(self, messages: Messages) -> list[int]:
-        """Token ids of the chat-templated prompt, ending with the assistant cue."""
+    @property
+    def uses_steps(self) -> bool:  # type: ignore[override]
+        return self.cfg.prefill
+
+    def prompt_text(self, messages: Messages) -> str:
+        """The chat-templated prompt, ending with the assistant cue."""
         tok = self.tokenizer()
         if not getattr(tok, "chat_template", None):
             raise ValueError(f"teacher model {self.cfg.model!r} has no chat template; use an instruct model")
-        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return tok(text, add_special_tokens=False)["input_ids"]
+        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def prompt_ids(self, messages: Messages, reply: str = "") -> list[int]:
+        """Token ids of the chat-templated prompt, then ``reply`` (the assistant turn so far)."""
+        return self.tokenizer()(self.prompt_text(messages) + reply, add_special_tokens=False)["input_ids"]
 
     def _load(self) -> Any:
         if self._model is None:
@@ -50,13 +57,11 @@ class HFTeacher(Teacher):
                                                     self.cfg.trust_remote_code, "auto")
         return self._model
 
-    def _generate(self, todo: list[tuple[str, Messages]], record: Record, bar: Any) -> None:
-        from selectune.core.generate import generate_batch
+    def _generate(self, todo: list[tuple[str, tuple[Messages, Steps]]], record: Record, bar: Any) -> None:
         from selectune.core.lm import length_batches
 
-        model = self._load()
-        tok = self.tokenizer()
-        ids = [self.prompt_ids(msgs) for _, msgs in todo]
+        self._load()
+        ids = [self.prompt_ids(msgs) for _, (msgs, _) in todo]
         for batch in length_batches([len(x) for x in ids], self.cfg.batch_size, 1 << 62):
             rows = []
             for i in batch:
@@ -66,10 +71,37 @@ class HFTeacher(Teacher):
                 else:
                     rows.append(i)
             if rows:
-                # the cache key already hashes cfg.seed with the request: each request samples on its own
-                seeds = [int(todo[i][0][:15], 16) for i in rows]
-                out = generate_batch(model, tok, [ids[i] for i in rows], self.cfg.max_new_tokens,
-                                     self.cfg.temperature, self.cfg.top_p, seeds)
-                for i, g in zip(rows, out, strict=True):
-                    record(todo[i][0], Completion(g.text, len(ids[i]), g.n_tokens, False))
+                for i, (text, n_new, finish) in zip(rows, self._reply([todo[i] for i in rows]), strict=True):
+                    record(todo[i][0], Completion(text, len(ids[i]), n_new, False, finish_reason=finish))
             bar.update(len(batch))
+
+    def _reply(self, jobs: list[tuple[str, tuple[Messages, Steps]]]) -> list[tuple[str, int, str]]:
+        """(reply, new tokens, finish reason) per job. Without steps: one free reply. With steps, part by part: the
+        part's opening marker is written into the assistant turn (the prefill, kept in the reply) and generation
+        stops at one of its closing markers; a part that ends otherwise (end of turn, token limit) ends the reply.
+        ``max_new_tokens`` limits each part."""
+        from selectune.core.generate import generate_batch
+
+        model, tok, cfg = self._model, self.tokenizer(), self.cfg
+        # the cache key already hashes cfg.seed with the request: each request samples on its own
+        seeds = [int(key[:15], 16) for key, _ in jobs]
+        steps = [st or (("", ()),) for _, (_, st) in jobs]
+        reply, used, finish = [""] * len(jobs), [0] * len(jobs), ["stop"] * len(jobs)
+        active = list(range(len(jobs)))
+        for part in range(max(len(st) for st in steps)):
+            todo = [j for j in active if part < len(steps[j])]
+            for stops in sorted({tuple(steps[j][part][1]) for j in todo}):
+                group = [j for j in todo if tuple(steps[j][part][1]) == stops]
+                for j in group:
+                    prefill = steps[j][part][0]
+                    done = prefill.strip() and reply[j].rstrip().endswith(prefill.strip())  # the model wrote it
+                    reply[j] += " " if done else prefill
+                out = generate_batch(model, tok, [self.prompt_ids(jobs[j][1][0], reply[j]) for j in group],
+                                     cfg.max_new_tokens, cfg.temperature, cfg.top_p, [seeds[j] for j in group], stops)
+                for j, g in zip(group, out, strict=True):
+                    reply[j] += g.text
+                    used[j] += g.n_tokens
+                    finish[j] = g.finish_reason
+            active = [j for j in todo if finish[j] == "stop"
+                      and any(reply[j].rstrip().endswith(s) for s in steps[j][part][1])]
+        return list(zip(reply, used, finish, strict=True))

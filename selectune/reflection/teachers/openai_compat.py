@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from selectune.reflection.config import TeacherConfig
-from selectune.reflection.teachers.base import Completion, Messages, Record, Teacher, approx_tokens, teacher_id
+from selectune.reflection.teachers.base import Completion, Messages, Record, Steps, Teacher, approx_tokens, teacher_id
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +85,13 @@ class OpenAITeacher(Teacher):
     def _clean(self, text: str) -> str:
         return text.replace(self._key, "***")[:500]
 
-    def _generate(self, todo: list[tuple[str, Messages]], record: Record, bar: Any) -> None:
+    def _generate(self, todo: list[tuple[str, tuple[Messages, Steps]]], record: Record, bar: Any) -> None:
         def work(key: str, msgs: Messages) -> None:
             reason = self._admit()
             record(key, Completion("", 0, 0, False, reason) if reason else self._call(msgs))
 
         with ThreadPoolExecutor(max_workers=min(self.cfg.concurrency, len(todo))) as pool:
-            pending = {pool.submit(work, key, msgs) for key, msgs in todo}
+            pending = {pool.submit(work, key, msgs) for key, (msgs, _) in todo}
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 bar.update(len(finished))
@@ -148,10 +148,12 @@ class OpenAITeacher(Teacher):
         if not choices:
             raise ValueError("reply without choices")
         text = choices[0].message.content
+        finish = str(getattr(choices[0], "finish_reason", None) or "")
         if text is None:
             raise ValueError("reply without message content")
         usage = getattr(resp, "usage", None)
         if usage is not None and usage.prompt_tokens is not None and usage.completion_tokens is not None:
-            return Completion(text, int(usage.prompt_tokens), int(usage.completion_tokens), False)
+            return Completion(text, int(usage.prompt_tokens), int(usage.completion_tokens), False,
+                              finish_reason=finish)
         prompt = approx_tokens("".join(m["content"] for m in msgs))
-        return Completion(text, prompt, approx_tokens(text), False, usage_estimated=True)
+        return Completion(text, prompt, approx_tokens(text), False, usage_estimated=True, finish_reason=finish)

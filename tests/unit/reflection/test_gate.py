@@ -13,13 +13,30 @@ from selectune.reflection.gate import VARIANTS, gate
 
 CFG = ReflectionConfig()
 
+OFFICIAL = ReflectionConfig(fidelity="official")
+
+
 def official(s: dict[str, tuple[float, float]], ifd_max: float = 1.0, rifd_max: float = 1.0) -> tuple[str, bool]:
-    """selection_code/get_select_data.py of the official repository, rewritten: (chosen branch, passes)."""
+    """The rule of selection_code/get_select_data.py with every branch written (selectune mode): (branch, passes)."""
     if s["q"][0] > s["ori"][0]:
         v = "qa" if s["qa"][1] < s["q"][1] else "q"
     else:
         v = "a" if s["a"][1] < s["ori"][1] else "ori"
     return v, s[v][0] < ifd_max and s[v][1] < rifd_max
+
+
+def released(s: dict[str, tuple[float, float]]) -> str | None:
+    """selection_code/get_select_data.py as released, line by line: the pair it writes to new_data, or None (its
+    ``new_data.append(data_i_Q)`` and ``new_data.append(data_i_ori)`` are commented out)."""
+    if s["q"][0] > s["ori"][0]:
+        if s["qa"][1] < s["q"][1]:
+            if s["qa"][1] < 1 and s["qa"][0] < 1:
+                return "qa"
+    else:
+        if s["a"][1] < s["ori"][1]:
+            if s["a"][1] < 1 and s["a"][0] < 1:
+                return "a"
+    return None
 
 
 @pytest.mark.parametrize("stats,variant,kept,phrase", [
@@ -82,3 +99,28 @@ def test_gate_reads_rows_and_treats_nan_as_missing() -> None:
     d = gate(row, CFG)
     assert (d.variant, d.kept) == ("q", True) and "qa unavailable" in d.reason
     assert gate(row.to_dict(), CFG) == d
+
+
+@pytest.mark.parametrize("stats,variant,selectune_keeps", [
+    ({"ori": (0.5, 0.6), "q": (0.7, 0.5), "a": (0.1, 0.1), "qa": (0.8, 0.4)}, "qa", True),
+    ({"ori": (0.5, 0.6), "q": (0.7, 0.5), "a": (0.1, 0.1), "qa": (0.8, 0.5)}, "q", True),  # modes differ
+    ({"ori": (0.5, 0.6), "q": (0.5, 0.1), "a": (0.4, 0.3), "qa": (0.1, 0.1)}, "a", True),
+    ({"ori": (0.5, 0.6), "q": (0.2, 0.1), "a": (0.4, 0.9), "qa": (0.1, 0.1)}, "ori", True),  # modes differ
+])
+def test_official_mode_writes_only_qa_and_a_pairs(stats: dict, variant: str, selectune_keeps: bool) -> None:
+    ours, theirs = gate(stats, CFG), gate(stats, OFFICIAL)
+    assert (ours.variant, ours.kept) == (variant, selectune_keeps)
+    assert (theirs.variant, theirs.kept) == (variant, variant in ("qa", "a"))
+    if variant in ("q", "ori"):
+        assert theirs.reason.endswith("dropped (the official selection script writes only qa and a pairs)")
+
+
+def test_official_mode_matches_the_released_script_on_random_stats() -> None:
+    rng = np.random.default_rng(1)
+    differ = 0
+    for _ in range(500):
+        stats = {v: tuple(np.round(rng.uniform(0.2, 1.4, 2), 1)) for v in VARIANTS}
+        d = gate(stats, OFFICIAL)
+        assert (d.variant if d.kept else None) == released(stats), stats
+        differ += gate(stats, CFG).kept != d.kept
+    assert differ > 50  # the two modes really differ

@@ -223,3 +223,26 @@ def test_gemma_smoke_two_records() -> None:
     assert res["loss_a_given_q"][0] == pytest.approx(direct_loss(model, start + prompt + a_ids, len(a_ids)),
                                                      rel=1e-4)
     assert res["loss_a_given_q"][0] < res["loss_a"][0]  # the question makes its answer easier to predict
+
+
+def test_official_mode_scores_instruction_and_input_without_a_separator(tiny_model: str,
+                                                                       records: pd.DataFrame) -> None:
+    """Reflection-Tuning's data_analysis.py: s(Q) and s(Q|A') on ``instruct_i_ori + input_i``."""
+    from transformers import AutoTokenizer
+
+    from selectune.reflection.config import IFDConfig
+    from selectune.reflection.ifd import ifd_scores
+
+    assert (IFDConfig(fidelity="official").template, IFDConfig(fidelity="official").max_tokens) == ("vicuna", 2048)
+    official = ifd_scores(records, IFDConfig(model=tiny_model, dtype="float32", fidelity="official"), progress=False)
+    ours = ifd_scores(records, IFDConfig(model=tiny_model, dtype="float32", template="vicuna", max_tokens=2048),
+                      progress=False)
+    with_input = records["input"].str.strip() != ""
+    assert with_input.sum() == 1
+    pd.testing.assert_frame_equal(official[~with_input], ours[~with_input])
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    row = records[with_input].iloc[0]
+    assert official.loc[with_input, "n_tokens_q"].item() == len(tok(row["instruction"] + row["input"],
+                                                                     add_special_tokens=False)["input_ids"])
+    assert official.loc[with_input, "loss_q"].item() != ours.loc[with_input, "loss_q"].item()
+    assert official.loc[with_input, "loss_a"].item() == ours.loc[with_input, "loss_a"].item()

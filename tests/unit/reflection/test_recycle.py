@@ -157,7 +157,8 @@ def test_budget_stop_keeps_unreached_records(env: Path, tiny_model: str, records
 
 
 def test_local_hf_teacher(env: Path, tiny_model: str, records: pd.DataFrame) -> None:
-    """A random tiny model writes no markers: every reflection fails to parse and the originals are gated."""
+    """A random tiny model, prefilled with the opening markers, never reaches a closing one within 4 tokens: every
+    reflection is truncated (never a rewrite) and the originals are gated."""
     from selectune.reflection.ifd import ifd_scores
     from selectune.reflection.recycle import recycle
 
@@ -166,11 +167,14 @@ def test_local_hf_teacher(env: Path, tiny_model: str, records: pd.DataFrame) -> 
         "teacher": {"model": tiny_model, "temperature": 0, "max_new_tokens": 4, "dtype": "float32"}})
     res = recycle(pd.read_parquet(env), cfg, progress=False)
     out = res.recycled
-    assert [(e["kind"], e["ok"], e["parse"]) for e in res.reflections[:2]] == [
-        ("instruction", False, "no [New Instruction] marker"), ("response_ori", False, "no [Better Answer] marker")]
+    cut = "truncated: the reply hit the token limit"
+    assert [(e["kind"], e["ok"], e["parse"], e["finish_reason"]) for e in res.reflections[:2]] == [
+        ("instruction", False, cut, "length"), ("response_ori", False, cut, "length")]
+    assert res.reflections[0]["text"].startswith("[New Instruction] ")  # the prefill is kept in the raw reply
+    assert res.reflections[1]["text"].startswith("[Better Answer] ")
     assert len(res.reflections) == 6 and all(e["completion_tokens"] <= 4 for e in res.reflections)
     assert (out["variant"] == "ori").all() and out["id"].tolist() == records["id"].tolist()
-    assert out["reason"][:3].str.startswith("q unavailable (instruction reflection: no [New Instruction]").all()
+    assert out["reason"][:3].str.startswith(f"q unavailable (instruction reflection: {cut})").all()
     direct = ifd_scores(records.head(3), cfg.student, progress=False)
     assert out["ifd.ori"][:3].tolist() == pytest.approx(direct["ifd"].tolist(), rel=1e-4)
     assert out["rifd.ori"][:3].tolist() == pytest.approx(direct["rifd"].tolist(), rel=1e-4)
@@ -277,3 +281,90 @@ def test_cli_reflect_against_standalone_reflector_server(env: Path, tiny_model: 
     assert f"parse failures: instruction {100 * n_fail / len(records):.1f}%, response 0.0%" in run.stdout
     recycled = pd.read_parquet(out)
     assert recycled["source_id"].tolist() == records["id"].tolist()
+
+
+def test_replies_cut_off_by_the_token_limit_never_become_rewrites(env: Path, tiny_model: str,
+                                                                  records: pd.DataFrame) -> None:
+    """finish_reason "length" from the endpoint makes a reply truncated even when its markers parse."""
+    from selectune.reflection.prompts import instruction_messages
+    from selectune.reflection.recycle import recycle
+
+    cut = instruction_messages(*records.iloc[0][["instruction", "input", "output"]])[1]["content"]
+    with FakeOpenAI({"faults": [{"kind": "length", "match": cut}]}, reply=scripted) as srv:
+        res = recycle(pd.read_parquet(env), openai_cfg(srv.url, tiny_model), progress=False)
+    entry = next(e for e in res.reflections if e["kind"] == "instruction" and e["source_id"] == records["id"][0])
+    assert (entry["ok"], entry["finish_reason"]) == (False, "length")
+    assert entry["parse"] == "truncated: the reply hit the token limit"
+    assert res.recycled.loc[0, "variant"] in ("ori", "a")  # the cut instruction rewrite is not a candidate
+    assert "q unavailable (instruction reflection: truncated" in res.recycled.loc[0, "reason"]
+    others = [e for e in res.reflections if e["source_id"] != records["id"][0] and not e["error"]]
+    assert others and all(e["finish_reason"] == "stop" for e in others)
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_an_unusable_reply_is_asked_again_once(env: Path, tiny_model: str, records: pd.DataFrame,
+                                               retries: int) -> None:
+    from selectune.reflection.prompts import instruction_messages
+    from selectune.reflection.recycle import recycle
+
+    prompt = instruction_messages(*records.iloc[0][["instruction", "input", "output"]])[1]["content"]
+    with FakeOpenAI({"faults": [{"kind": "plain", "match": prompt, "calls": [1]}]}, reply=scripted) as srv:
+        cfg = openai_cfg(srv.url, tiny_model).model_copy(update={"parse_retries": retries})
+        res = recycle(pd.read_parquet(env), cfg, progress=False)
+        again = recycle(pd.read_parquet(env), cfg, progress=False)  # the retry's reply is cached too
+        calls = srv.stats()["received"][prompt]
+    entry = next(e for e in res.reflections if e["kind"] == "instruction" and e["source_id"] == records["id"][0])
+    assert (entry["ok"], entry["attempts"], calls) == ((True, 2, 2) if retries else (False, 1, 1))
+    assert again.metrics["teacher.calls"] == 0 and again.recycled.equals(res.recycled)
+
+
+def test_official_mode_keeps_only_qa_and_a_pairs_and_decodes_greedily(env: Path, tiny_model: str,
+                                                                      records: pd.DataFrame) -> None:
+    from selectune.reflection.recycle import recycle
+
+    with FakeOpenAI({}, reply=scripted) as srv:
+        ours = recycle(pd.read_parquet(env), openai_cfg(srv.url, tiny_model), progress=False)
+        cfg = ReflectionConfig.model_validate({**openai_cfg(srv.url, tiny_model).model_dump(exclude_unset=True),
+                                               "fidelity": "official"})
+        theirs = recycle(pd.read_parquet(env), cfg, progress=False)
+        body = srv.bodies[-1]
+    assert (body["temperature"], body["top_p"], body["max_tokens"]) == (0, 1.0, 2048)
+    assert (cfg.student.template, cfg.student.max_tokens, cfg.parse_retries) == ("vicuna", 2048, 1)
+    gated = theirs.recycled[theirs.recycled["reason"] != "not recycled (limit)"]  # the sixth record: passed through
+    assert len(gated) == 5 and set(gated.loc[gated["decision"] == "kept", "variant"]) <= {"qa", "a"}
+    for _, row in gated.iterrows():
+        stats = {v: (row[f"ifd.{v}"], row[f"rifd.{v}"]) for v in VARIANTS if not math.isnan(row[f"ifd.{v}"])}
+        assert (row["decision"] == "kept") == (gate(stats, cfg).kept and row["variant"] in ("qa", "a"))
+    ours_gated = ours.recycled[ours.recycled["reason"] != "not recycled (limit)"]
+    assert set(ours_gated.loc[ours_gated["decision"] == "kept", "variant"]) - {"qa", "a"}  # ours keeps more
+
+
+def test_hf_prefill_writes_each_opening_marker_and_stops_at_a_closing_one(tiny_model: str,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The part-by-part reply of the local teacher, with a scripted generate in place of the model's."""
+    from selectune.core import generate as gen
+    from selectune.reflection.config import TeacherConfig
+    from selectune.reflection.prompts import INSTRUCTION_PARTS, RESPONSE_PARTS
+    from selectune.reflection.teachers.base import make_teacher
+
+    calls: list[tuple[str, tuple[str, ...]]] = []
+    script = {"[New Instruction] ": ("Explain why the sky is blue. [End]", 9, "stop"),
+              "[New Answer] ": ("Rayleigh scattering. [End]", 5, "stop"),
+              "[Better Answer] ": ("Paris, on the Seine", 7, "length")}
+
+    def fake_generate(model, tok, prompts, max_new_tokens, temperature, top_p, seeds, stop_strings):  # noqa: ANN001
+        out = []
+        for ids in prompts:
+            text = tok.decode(ids)
+            calls.append((text[-20:], tuple(stop_strings)))
+            out.append(gen.Generated(*next(v for k, v in script.items() if text.endswith(k))))
+        return out
+
+    monkeypatch.setattr(gen, "generate_batch", fake_generate)
+    teacher = make_teacher(TeacherConfig(model=tiny_model, dtype="float32", temperature=0), None)
+    ins, resp = teacher.complete([[{"role": "user", "content": "q"}], [{"role": "user", "content": "a"}]],
+                                 progress=False, steps=[INSTRUCTION_PARTS, RESPONSE_PARTS])
+    assert ins.text == "[New Instruction] Explain why the sky is blue. [End]\n[New Answer] Rayleigh scattering. [End]"
+    assert (ins.completion_tokens, ins.finish_reason) == (14, "stop")
+    assert (resp.text, resp.finish_reason) == ("[Better Answer] Paris, on the Seine", "length")
+    assert sorted(stops for _, stops in calls) == [("[End]",), ("[End]",), ("[End]", "[New Answer]")]
