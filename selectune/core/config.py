@@ -95,8 +95,10 @@ class LoRATraining(ModelOptions):
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps")
     save_steps: int = Field(50, ge=1, description="Checkpoint every N optimizer steps under <output>/checkpoints; "
                             "a re-run with the same output resumes from the last one")
-    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate (cosine schedule)")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate")
+    lr_scheduler: Literal["cosine", "linear"] = Field("cosine", description="Decay after the warmup")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Linear warmup fraction")
+    warmup_steps: int | None = Field(None, ge=0, description="Linear warmup steps; replaces warmup_ratio")
     batch_size: int = Field(4, ge=1, description="Per-device micro-batch")
     grad_accum: int = Field(4, ge=1, description="Gradient accumulation steps")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory")

@@ -50,6 +50,25 @@ class RowSampler:
         return out
 
 
+class ReplyRepetitionPenalty:
+    """CTRL's repetition penalty over the tokens of the reply only: the prompt's tokens (its markers, the chat
+    template's end-of-turn) and the end-of-sequence ids stay free, so the penalty breaks loops without stopping
+    the model from ending its turn."""
+
+    def __init__(self, prompt_len: int, penalty: float, exempt: set[int]) -> None:
+        self.prompt_len, self.penalty, self.exempt = prompt_len, penalty, sorted(exempt)
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        reply = input_ids[:, self.prompt_len:]
+        if reply.shape[1] == 0:
+            return scores
+        seen = scores.gather(1, reply)
+        seen = seen.where(seen < 0, seen / self.penalty).where(seen >= 0, seen * self.penalty)
+        out = scores.scatter(1, reply, seen)
+        out[:, self.exempt] = scores[:, self.exempt]
+        return out
+
+
 def stop_ids(model: Any, tokenizer: Any) -> set[int]:
     """End-of-sequence ids: the model's generation config, else the tokenizer's EOS."""
     eos = model.generation_config.eos_token_id
@@ -58,9 +77,10 @@ def stop_ids(model: Any, tokenizer: Any) -> set[int]:
 
 def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                    temperature: float = 0.0, top_p: float = 1.0, seeds: Sequence[int] | None = None,
-                   stop_strings: Sequence[str] = ()) -> list[Generated]:
+                   stop_strings: Sequence[str] = (), repetition_penalty: float = 1.0) -> list[Generated]:
     """One left-padded ``generate`` call: greedy when ``temperature`` is 0, else sampled with one generator per
-    row seeded from ``seeds``; a row also ends after any of ``stop_strings`` (kept in its text)."""
+    row seeded from ``seeds``; a row also ends after any of ``stop_strings`` (kept in its text).
+    ``repetition_penalty`` > 1 applies :class:`ReplyRepetitionPenalty`."""
     import torch
     from transformers import GenerationConfig
 
@@ -69,16 +89,18 @@ def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]],
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=sorted(eos),
                               pad_token_id=pad, use_cache=True,  # training switches the model's cache default off
                               stop_strings=list(stop_strings) or None)
-    processors = None
+    ids, mask, _ = pad_left(prompts, pad)
+    processors: list[Any] = []
+    if repetition_penalty != 1:
+        processors.append(ReplyRepetitionPenalty(ids.shape[1], repetition_penalty, eos))
     if temperature > 0:
         if seeds is None or len(seeds) != len(prompts):
             raise ValueError("sampling needs one seed per prompt")
-        processors = [RowSampler([torch.Generator().manual_seed(s) for s in seeds], temperature, top_p)]
+        processors.append(RowSampler([torch.Generator().manual_seed(s) for s in seeds], temperature, top_p))
     dev = next(model.parameters()).device
-    ids, mask, _ = pad_left(prompts, pad)
     with torch.inference_mode():
         out = model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), generation_config=config,
-                             logits_processor=processors, tokenizer=tokenizer if stop_strings else None)
+                             logits_processor=processors or None, tokenizer=tokenizer if stop_strings else None)
     results = []
     for row in range(len(prompts)):
         new = out[row, ids.shape[1]:].tolist()

@@ -166,7 +166,8 @@ def train_lora(cfg: Any, base: Base, train_set: list[dict], collator: Any, outpu
     """Wrap ``base`` in LoRA and train it on ``train_set`` (feature dicts); save ``<output>/adapter``.
 
     ``cfg`` carries the LoRA and optimizer fields (lora_*, target_modules, batch_size, grad_accum, epochs,
-    max_steps, learning_rate, warmup_ratio, save_steps, seed, gradient_checkpointing, base, max_tokens).
+    max_steps, learning_rate, lr_scheduler, warmup_ratio, warmup_steps, save_steps, seed, gradient_checkpointing,
+    base, max_tokens).
     ``args`` add to or override the TrainingArguments; ``trainer_cls`` replaces the transformers Trainer."""
     from transformers import Trainer, TrainingArguments
 
@@ -183,8 +184,9 @@ def train_lora(cfg: Any, base: Base, train_set: list[dict], collator: Any, outpu
     arguments = TrainingArguments(**{
         "output_dir": str(ckpt), "per_device_train_batch_size": cfg.batch_size,
         "gradient_accumulation_steps": cfg.grad_accum, "num_train_epochs": cfg.epochs,
-        "max_steps": cfg.max_steps or -1, "learning_rate": cfg.learning_rate, "lr_scheduler_type": "cosine",
-        "warmup_steps": cfg.warmup_ratio, "bf16": base.precision == "bfloat16", "fp16": base.precision == "float16",
+        "max_steps": cfg.max_steps or -1, "learning_rate": cfg.learning_rate, "lr_scheduler_type": cfg.lr_scheduler,
+        "warmup_steps": cfg.warmup_ratio if cfg.warmup_steps is None else cfg.warmup_steps,
+        "bf16": base.precision == "bfloat16", "fp16": base.precision == "float16",
         "use_cpu": dev == "cpu", "seed": cfg.seed, "data_seed": cfg.seed,
         "activation_checkpointing": cfg.gradient_checkpointing,
         "activation_checkpointing_kwargs": {"use_reentrant": False}, "save_strategy": "steps",

@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from selectune.core.config import LoRATraining
+from selectune.core.config import FIDELITY_HELP, Fidelity, LoRATraining
 from selectune.core.models import DEFAULT_EMBEDDER, DEFAULT_STUDENT
 
 
@@ -17,6 +17,16 @@ class JudgeConfig(LoRATraining):
 
     renamed: ClassVar[dict[str, str]] = {"max_length": "max_tokens", "alpha": "ref_free_weight",
                                          "beta": "kl_weight"}
+    # github.com/nusnlp/Self-J bash/finetune.kd.sh (+ finetune.kd.py, kd.py): LoRA r 16, alpha 16, dropout 0.05 on
+    # q/k/v/o, lr 3e-4, 2 epochs, linear decay after 100 warm-up steps, 128 pairs per step (16 x 8), cutoff 1024,
+    # loss weights 0.3 (reference-free CE) and 2 (KL)
+    official: ClassVar[dict[str, object]] = {
+        "lora_r": 16, "lora_alpha": 16, "lora_dropout": 0.05,
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+        "learning_rate": 3e-4, "epochs": 2.0, "lr_scheduler": "linear", "warmup_steps": 100, "batch_size": 16,
+        "grad_accum": 8, "max_tokens": 1024, "ref_free_weight": 0.3, "kl_weight": 2.0}
+    fidelity: Fidelity = Field("selectune", description=FIDELITY_HELP + "; official: the released training "
+                               "script's hyper-parameters (finetune.kd.sh)")
     enabled: bool = Field(False, description="Run the judge stage in the pipeline flow (after tuning)")
     model: str | None = Field(None, description="Model under evaluation: alias, folder, adapter folder or "
                               "models:/NAME/VERSION; default the tuned model of the tune stage")
@@ -33,15 +43,18 @@ class JudgeConfig(LoRATraining):
                               "max(cosine, 0)")
     embedder: str = Field(DEFAULT_EMBEDDER, description="Sentence embedder for the response-reference cosine")
     ref_free_weight: float = Field(0.3, ge=0, description="Loss weight of the reference-free cross-entropy "
-                                   "(official alpha)")
+                                   "(official: alpha = 0.3 in kd.py)")
     kl_weight: float = Field(2.0, ge=0, description="Loss weight of KL(p_with-ref || p_ref-free), the "
-                             "self-distillation (official beta)")
-    lora_r: int = Field(8, ge=1, description="LoRA rank (official Self-J: 8)")
+                             "self-distillation (official: alpha_for_kd = 2 in kd.py)")
+    lora_r: int = Field(8, ge=1, description="LoRA rank (official: 16, finetune.kd.sh; 8 is only the default of "
+                        "its Python function)")
     lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator (official: 16)")
-    max_tokens: int = Field(768, ge=64, description="Token limit per judge prompt (the answer's end is cut)")
-    epochs: float = Field(3.0, gt=0, description="Training epochs over the labelled pairs")
+    max_tokens: int = Field(768, ge=64, description="Token limit per judge prompt, the answer's end is cut "
+                            "(official cutoff_len: 1024)")
+    epochs: float = Field(3.0, gt=0, description="Training epochs over the labelled pairs (official: 2)")
     learning_rate: float = Field(3e-4, gt=0, description="Peak learning rate (official: 3e-4)")
-    batch_size: int = Field(4, ge=1, description="Pairs per micro-batch (each pair = two prompts)")
+    batch_size: int = Field(4, ge=1, description="Pairs per micro-batch, each pair two prompts (official: 16, with "
+                            "grad_accum 8)")
     eval_fraction: float = Field(0.2, gt=0, lt=1, description="Instructions held out (with all their samples) "
                                  "for the correlation and coverage evaluation")
     threshold: float = Field(5.0, ge=0, le=9, description="Selective instruction following: decline when the "

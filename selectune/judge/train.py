@@ -116,8 +116,8 @@ class JudgeTrainResult:
 
 
 TRAIN_FIELDS = ("base", "template", "ref_free_weight", "kl_weight", "lora_r", "lora_alpha", "lora_dropout",
-                "target_modules", "max_tokens", "epochs", "max_steps", "learning_rate", "warmup_ratio", "batch_size",
-                "grad_accum", "seed", "dtype")
+                "target_modules", "max_tokens", "epochs", "max_steps", "learning_rate", "lr_scheduler", "warmup_ratio",
+                "warmup_steps", "batch_size", "grad_accum", "seed", "dtype")
 
 
 def train_judge(cfg: JudgeConfig, labels: pd.DataFrame, output: str | Path, callbacks: tuple = ()) -> JudgeTrainResult:

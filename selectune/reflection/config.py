@@ -19,13 +19,17 @@ class TeacherConfig(ModelOptions):
     api_key_env: str = Field("OPENAI_API_KEY", description="openai: environment variable holding the key")
     api_key_secret: str | None = Field(None, description="openai: Prefect Secret block name holding the key "
                                        "(used when the environment variable is unset)")
-    temperature: float = Field(0.7, ge=0, description="Sampling temperature (0 = greedy; official: 0)")
-    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling (official: 1)")
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature (0 = greedy, as official)")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling (1 = off, as official)")
     max_new_tokens: int = Field(512, ge=1, description="Max tokens per teacher reply (official: 2048); a reply cut "
                                 "off by it is a parse failure, never a rewrite")
     prefill: bool = Field(True, description="hf: write each part's opening marker into the assistant turn and stop "
-                          "at its closing marker, so a small model only writes the content (the prefill is kept in "
-                          "the raw reply; max_new_tokens then limits each part); openai: not used")
+                          "at its closing marker or the end of the turn, so a small model only writes the content "
+                          "(the markers written for it are kept in the raw reply; max_new_tokens then limits each "
+                          "part); openai: not used")
+    repetition_penalty: float | None = Field(None, ge=1.0, description="hf: penalize tokens the reply already "
+                                             "wrote (1 = off); default 1.2 for models under 1B parameters, which "
+                                             "loop without it, else 1")
     seed: int = Field(0, description="Sampling seed")
     batch_size: int = Field(16, ge=1, description="hf: prompts per generate() call")
     concurrency: int = Field(8, ge=1, description="openai: requests in flight")
@@ -65,7 +69,7 @@ class ReflectionConfig(Config):
     # retry of an unusable reply), selection_code/get_select_data.py (only qa and a pairs written)
     official: ClassVar[dict[str, object]] = {"parse_retries": 1, "student": {"fidelity": "official"},
                                              "teacher": {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 2048,
-                                                         "prefill": False}}
+                                                         "prefill": False, "repetition_penalty": 1.0}}
     fidelity: Fidelity = Field("selectune", description=FIDELITY_HELP + "; official keeps only the qa and a pairs "
                                "(the released selection script's other two appends are commented out)")
     enabled: bool = Field(False, description="Run the recycling stage in the pipeline flow")

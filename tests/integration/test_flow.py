@@ -346,3 +346,58 @@ def test_evaluation_is_fixed_across_runs_and_recomputable(prefect_server, mlflow
                                                         f"tags.mlflow.parentRunId = '{top['mlflow_run_id']}' and "
                                                         "tags.mlflow.runName = 'evalset'"))).inputs.dataset_inputs]
     assert ds[0].name == "eval_set"
+
+
+def test_official_recipe_runs_every_stage_in_official_mode(prefect_server, mlflow_store, tmp_path, records,
+                                                           tiny_model, tiny_embedder, monkeypatch) -> None:
+    """deployments/recipes/official.yaml end to end (tiny models, a local reflector server as the teacher): each
+    stage's manifest and MLflow child run record fidelity official and the official values it filled in."""
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    from flows.curate import run_pipeline as curate
+    from selectune.config import PipelineConfig
+    from tests.fixtures import RECIPES
+    from tests.fixtures.openai_server import FakeOpenAI
+
+    monkeypatch.setenv("SELECTUNE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-secret")
+    data_file = tmp_path / "data.json"
+    data_file.write_text(json.dumps(_dataset(24)))
+    raw = yaml.safe_load((RECIPES / "official.yaml").read_text(encoding="utf-8"))
+    with FakeOpenAI({"reflector": True}) as srv:
+        tiny = {"dtype": "float32"}
+        overrides = {
+            "run_dir": str(tmp_path / "run"), "experiment": "official-test", "data": {"input": str(data_file)},
+            "selectit": {"models": [tiny_model], **tiny},
+            "reflection": {"limit": 8, "student": {"model": tiny_model, **tiny},
+                           "teacher": {"backend": "openai", "model": "m", "base_url": srv.url, "max_retries": 0}},
+            "tune": {"base": tiny_model, "max_steps": 1, "batch_size": 2, "grad_accum": 1, "max_tokens": 128,
+                     "eval_prompts": 1, "max_new_tokens": 4, "register_as": None, **tiny},
+            "judge": {"base": tiny_model, "embedder": tiny_embedder, "n_samples": 1, "max_new_tokens": 4,
+                      "max_steps": 1, "batch_size": 2, "grad_accum": 1, "register_as": None, **tiny},
+            "eval": {"enabled": False}}
+        for key, value in overrides.items():
+            raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+        cfg = PipelineConfig.model_validate(raw)
+        assert (cfg.selectit.num_prompts, cfg.selectit.normalization, cfg.reflection.teacher.max_new_tokens,
+                cfg.reflection.student.template, cfg.judge.lora_r, cfg.judge.lr_scheduler) == (
+            5, "official", 2048, "vicuna", 16, "linear")
+        summary = curate(cfg)
+        bodies = list(srv.bodies)
+    assert bodies and {(b["temperature"], b["top_p"], b["max_tokens"]) for b in bodies} == {(0, 1.0, 2048)}
+    run_dir = tmp_path / "run"
+    manifests = {p.parent.name: json.loads(p.read_text()) for p in run_dir.glob("*/manifest.json")}
+    assert {"selectit", "recycle", "tune", "judge"} <= set(manifests)
+    assert manifests["selectit"]["config"]["fidelity"] == "official"
+    assert manifests["recycle"]["config"]["fidelity"] == manifests["recycle"]["config"]["student"]["fidelity"] \
+        == "official"
+    assert manifests["judge"]["config"]["fidelity"] == "official"
+    recycled = pd.read_parquet(run_dir / "recycle" / "recycled.parquet")
+    gated = recycled[recycled["reason"] != "not recycled (limit)"]
+    assert len(gated) == 8 and set(gated.loc[gated["decision"] == "kept", "variant"]) <= {"qa", "a"}
+    children = _children(MlflowClient(), summary["mlflow_run_id"])
+    params = {name: run.data.params for name, run in children.items()}
+    assert (params["selectit"]["selectit.fidelity"], params["selectit"]["selectit.num_prompts"]) == ("official", "5")
+    assert params["recycle"]["recycle.fidelity"] == "official" and params["judge"]["judge.fidelity"] == "official"
+    assert params["judge"]["judge.warmup_steps"] == "100"

@@ -98,7 +98,17 @@ def teacher_id(cfg: TeacherConfig) -> str:
         return f"openai:{cfg.base_url.rstrip('/')}|{cfg.model}"
     from selectune.core.models import fingerprint
 
-    return f"hf:{fingerprint(cfg.model)}|{cfg.dtype}"
+    penalty = repetition_penalty(cfg)
+    return f"hf:{fingerprint(cfg.model)}|{cfg.dtype}" + (f"|repetition_penalty={penalty:g}" if penalty != 1 else "")
+
+
+def repetition_penalty(cfg: TeacherConfig) -> float:
+    """The hf teacher's repetition penalty: as configured, else 1.2 under 1B parameters (small models loop)."""
+    if cfg.repetition_penalty is not None:
+        return cfg.repetition_penalty
+    from selectune.core.models import count_parameters
+
+    return 1.2 if count_parameters(cfg.model) < 1e9 else 1.0
 
 
 def request_key(tid: str, messages: Messages, cfg: TeacherConfig, steps: Steps | None = None, attempt: int = 0,

@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from selectune.reflection.config import TeacherConfig
-from selectune.reflection.teachers.base import Completion, Messages, Record, Steps, Teacher, teacher_id
+from selectune.reflection.teachers.base import (
+    Completion,
+    Messages,
+    Record,
+    Steps,
+    Teacher,
+    repetition_penalty,
+    teacher_id,
+)
 
 
 class HFTeacher(Teacher):
@@ -18,6 +26,7 @@ class HFTeacher(Teacher):
 
     def __init__(self, cfg: TeacherConfig, cache_path: Path | None) -> None:
         self.id = teacher_id(cfg)
+        self.repetition_penalty = repetition_penalty(cfg)
         super().__init__(cfg, cache_path)
         self._model: Any = None
         self._tok: Any = None
@@ -78,7 +87,8 @@ class HFTeacher(Teacher):
     def _reply(self, jobs: list[tuple[str, tuple[Messages, Steps]]]) -> list[tuple[str, int, str]]:
         """(reply, new tokens, finish reason) per job. Without steps: one free reply. With steps, part by part: the
         part's opening marker is written into the assistant turn (the prefill, kept in the reply) and generation
-        stops at one of its closing markers; a part that ends otherwise (end of turn, token limit) ends the reply.
+        stops at one of its closing markers or at the end of the turn, which closes the part as its first closing
+        marker would (that marker is written after it); a part cut by the token limit ends the reply there.
         ``max_new_tokens`` limits each part."""
         from selectune.core.generate import generate_batch
 
@@ -97,11 +107,13 @@ class HFTeacher(Teacher):
                     done = prefill.strip() and reply[j].rstrip().endswith(prefill.strip())  # the model wrote it
                     reply[j] += " " if done else prefill
                 out = generate_batch(model, tok, [self.prompt_ids(jobs[j][1][0], reply[j]) for j in group],
-                                     cfg.max_new_tokens, cfg.temperature, cfg.top_p, [seeds[j] for j in group], stops)
+                                     cfg.max_new_tokens, cfg.temperature, cfg.top_p, [seeds[j] for j in group], stops,
+                                     self.repetition_penalty)
                 for j, g in zip(group, out, strict=True):
                     reply[j] += g.text
                     used[j] += g.n_tokens
                     finish[j] = g.finish_reason
-            active = [j for j in todo if finish[j] == "stop"
-                      and any(reply[j].rstrip().endswith(s) for s in steps[j][part][1])]
+                    if stops and g.finish_reason == "stop" and not any(reply[j].rstrip().endswith(s) for s in stops):
+                        reply[j] = reply[j].rstrip() + " " + stops[0]  # the turn ended: so did the part
+            active = [j for j in todo if finish[j] == "stop"]
         return list(zip(reply, used, finish, strict=True))

@@ -72,3 +72,13 @@ def test_table_name_must_be_an_identifier(tmp_path: Path) -> None:
 def test_key_is_unambiguous() -> None:
     assert cache_key("ab", "c") != cache_key("a", "bc")
     assert cache_key(1, 2.5, None) == cache_key("1", "2.5", "None") and len(cache_key("x")) == 64
+
+
+def test_a_column_added_later_is_added_to_an_existing_file(tmp_path: Path) -> None:
+    old = Cache(tmp_path / "c.sqlite", "t", ["text TEXT"])
+    old.put_many([("k", "kept")])
+    old.close()
+    new = Cache(tmp_path / "c.sqlite", "t", ["text TEXT", "reason TEXT", "n INTEGER"])
+    assert new.get_many(["k"]) == {"k": ("kept", "", 0)}
+    new.put_many([("j", "x", "stop", 3)])
+    assert new.get_many(["j"]) == {"j": ("x", "stop", 3)}

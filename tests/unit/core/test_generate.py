@@ -60,3 +60,27 @@ def test_text_stops_at_the_end_of_sequence(lm, prompts) -> None:
 def test_row_seed_is_stable() -> None:
     assert row_seed(0, "abc", 1) == row_seed("0", "abc", "1") == int(
         __import__("hashlib").sha256(b"0|abc|1").hexdigest()[:15], 16)
+
+
+def test_finish_reason_says_whether_the_token_limit_cut_the_row(lm, prompts) -> None:
+    model, tok = lm
+    out = generate_batch(model, tok, prompts, 5)
+    for g in out:  # the random tiny model rarely ends on its own within five tokens
+        assert g.finish_reason == ("length" if g.n_tokens == 5 and "</s>" not in g.text else "stop")
+    assert any(g.finish_reason == "length" for g in out)
+    first = out[0].text
+    stopped = generate_batch(model, tok, prompts[:1], 5, stop_strings=[first[:2]])[0]
+    assert stopped.text.startswith(first[:2]) and stopped.finish_reason == "stop" and stopped.n_tokens < 5
+
+
+def test_reply_repetition_penalty_spares_the_prompt_and_the_end_of_sequence() -> None:
+    import torch
+
+    from selectune.core.generate import ReplyRepetitionPenalty
+
+    ids = torch.tensor([[5, 6, 1, 2, 2], [5, 6, 3, 0, 4]])  # prompt: the first two columns
+    scores = torch.tensor([[2.0, -1.0, 4.0, 1.0, 3.0, 5.0, 6.0], [2.0, -1.0, 4.0, 1.0, 3.0, 5.0, 6.0]])
+    out = ReplyRepetitionPenalty(2, 2.0, {0})(ids, scores)
+    assert out[0].tolist() == [2.0, -2.0, 2.0, 1.0, 3.0, 5.0, 6.0]  # 1 and 2 in the reply: -1 * 2, 4 / 2
+    assert out[1].tolist() == [2.0, -1.0, 4.0, 0.5, 1.5, 5.0, 6.0]  # 0 is the end of sequence: untouched
+    assert torch.equal(ReplyRepetitionPenalty(5, 2.0, set())(ids, scores), scores)  # nothing generated yet

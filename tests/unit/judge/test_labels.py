@@ -56,3 +56,27 @@ def test_generate_labels_rows(tiny_model: str, tiny_embedder: str, records: pd.D
     assert np.allclose(labels["label"], hand)
     assert (labels["digit"] == np.floor(hand + 0.5).astype(int)).all()
     assert (labels["reference"] == np.repeat(records["output"].to_numpy(), 2)).all()
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3, 1.0])
+def test_label_weights_self_eval_by_one_minus_lambda(lam: float) -> None:
+    """label = (1 - lambda) * self_eval + lambda * 9 * max(cos, 0): a swap of the weights fails at 0, 0.3 and 1."""
+    self_eval, cos = np.array([6.0, 2.0, 8.0]), np.array([0.5, -0.2, 1.0])
+    label, digit = make_labels(self_eval, cos, lam)
+    by_hand = {0.0: [6.0, 2.0, 8.0], 0.3: [0.7 * 6 + 0.3 * 4.5, 0.7 * 2, 0.7 * 8 + 0.3 * 9], 1.0: [4.5, 0.0, 9.0]}
+    assert label.tolist() == pytest.approx(by_hand[lam])
+    assert digit.tolist() == {0.0: [6, 2, 8], 0.3: [6, 1, 8], 1.0: [5, 0, 9]}[lam]
+
+
+def test_official_preset_is_the_released_training_script() -> None:
+    cfg = JudgeConfig(fidelity="official")
+    assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules) == (
+        16, 16, 0.05, ["q_proj", "k_proj", "v_proj", "o_proj"])
+    assert (cfg.learning_rate, cfg.epochs, cfg.lr_scheduler, cfg.warmup_steps) == (3e-4, 2.0, "linear", 100)
+    assert (cfg.batch_size * cfg.grad_accum, cfg.max_tokens) == (128, 1024)
+    assert (cfg.ref_free_weight, cfg.kl_weight) == (0.3, 2.0)
+    ours = JudgeConfig()
+    assert (ours.lora_r, ours.epochs, ours.lr_scheduler, ours.warmup_steps) == (8, 3.0, "cosine", None)
+    assert JudgeConfig(fidelity="official", lora_r=4).lora_r == 4  # a field given explicitly wins
+    help_texts = " ".join(f.description or "" for f in JudgeConfig.model_fields.values())
+    assert "official Self-J: 8" not in help_texts and "official: 16" in help_texts

@@ -349,10 +349,12 @@ def test_hf_prefill_writes_each_opening_marker_and_stops_at_a_closing_one(tiny_m
 
     calls: list[tuple[str, tuple[str, ...]]] = []
     script = {"[New Instruction] ": ("Explain why the sky is blue. [End]", 9, "stop"),
-              "[New Answer] ": ("Rayleigh scattering. [End]", 5, "stop"),
+              "[New Answer] ": ("Rayleigh scattering.", 5, "stop"),  # ends the turn: closed with [End]
               "[Better Answer] ": ("Paris, on the Seine", 7, "length")}
 
-    def fake_generate(model, tok, prompts, max_new_tokens, temperature, top_p, seeds, stop_strings):  # noqa: ANN001
+    def fake_generate(model, tok, prompts, max_new_tokens, temperature, top_p, seeds, stop_strings,  # noqa: ANN001
+                      repetition_penalty):
+        assert repetition_penalty == 1.2  # a model under 1B parameters
         out = []
         for ids in prompts:
             text = tok.decode(ids)
