@@ -98,3 +98,30 @@ def pick_template(template: str, model: str, tokenizer: Any) -> str:
     alias = ALIASES.get(model)
     instruct = alias.kind == "causal-instruct" if alias else bool(_INSTRUCT_NAME.search(Path(model).name))
     return "chat" if has_chat and instruct else "alpaca"
+
+
+def prompt_module(text: str, source: str, macros: dict[str, tuple[str, ...]]) -> Any:
+    """A Jinja prompt template's module (strict: an undefined variable is an error), checked to define each macro
+    of ``macros`` with exactly those arguments; a ValueError names ``source`` and what is wrong."""
+    import jinja2
+
+    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False,
+                             undefined=jinja2.StrictUndefined, autoescape=False)
+    try:
+        module = env.from_string(text).module
+    except jinja2.TemplateError as err:
+        raise ValueError(f"{source}: not a valid Jinja template: {err}") from None
+    for name, args in macros.items():
+        macro = getattr(module, name, None)
+        if macro is None or tuple(getattr(macro, "arguments", ())) != args:
+            raise ValueError(f"{source}: needs a macro {name}({', '.join(args)}); found "
+                             + (f"{name}({', '.join(macro.arguments)})" if macro is not None else "none"))
+    return module
+
+
+def load_prompt_file(path: str | Path, macros: dict[str, tuple[str, ...]]) -> Any:
+    """:func:`prompt_module` of a prompt file; a missing file is a ValueError naming it."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"prompt file {p}: no such file")
+    return prompt_module(p.read_text(encoding="utf-8"), str(p), macros)

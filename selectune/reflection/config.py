@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from selectune.core.config import FIDELITY_HELP, BatchedScoring, Config, Fidelity, ModelOptions
 from selectune.core.models import DEFAULT_STUDENT, DEFAULT_TEACHER
@@ -61,6 +61,27 @@ class IFDScoringConfig(IFDConfig):
     use_cache: bool = Field(True, description="Reuse IFD statistics from the content-addressed cache")
 
 
+class ReflectionPrompts(Config):
+    """The teacher's prompt files: Jinja templates defining the macros ``system()`` and ``user(instruction, input,
+    answer)``, checked when the config loads; the project-written ones by default. A file's text is part of every
+    teacher cache key and of the stage's key, so a new prompt never reuses old replies."""
+
+    reflect_instruction: str | None = Field(None, description="Instruction reflection prompt file; its reply must "
+                                            "hold [New Instruction] ... [End] and [New Answer] ... [End]")
+    reflect_response: str | None = Field(None, description="Response reflection prompt file; its reply must hold "
+                                         "[Better Answer] ... [End]")
+
+    @model_validator(mode="after")
+    def _files_define_the_macros(self) -> ReflectionPrompts:
+        from selectune.core.prompts import load_prompt_file
+        from selectune.reflection.prompts import MACROS
+
+        for path in (self.reflect_instruction, self.reflect_response):
+            if path:
+                load_prompt_file(path, MACROS)
+        return self
+
+
 class ReflectionConfig(Config):
     """Selective Reflection-Tuning recycling (arXiv 2402.10110): teacher rewrites kept when the student's
     IFD / reversed-IFD say they help."""
@@ -81,6 +102,7 @@ class ReflectionConfig(Config):
     top_fraction: float = Field(1.0, gt=0, le=1, description="after_scoring: recycle this top fraction")
     limit: int | None = Field(None, ge=1, description="Recycle at most N records (smoke runs, budgets)")
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    prompts: ReflectionPrompts = Field(default_factory=ReflectionPrompts)
     student: IFDConfig = Field(default_factory=IFDConfig)
     ifd_max: float = Field(1.0, gt=0, description="Keep the chosen pair only when IFD < this")
     rifd_max: float = Field(1.0, gt=0, description="Keep the chosen pair only when r-IFD < this")

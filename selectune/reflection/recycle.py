@@ -52,7 +52,7 @@ def _ask(teacher: Any, requests: list[Any], parts: list[Any], parsers: list[Any]
     return out
 
 
-def _reflect(teacher: Any, rows: pd.DataFrame, progress: bool, retries: int = 0,
+def _reflect(teacher: Any, rows: pd.DataFrame, progress: bool, retries: int = 0, prompts: Any = None,
              ) -> tuple[dict[str, dict[str, Any]], bool]:
     """Two rounds of teacher calls for some records -> ({source_id: {kind: log entry}}, budget hit)."""
     log: dict[str, dict[str, Any]] = {sid: {} for sid in rows["id"]}
@@ -72,7 +72,8 @@ def _reflect(teacher: Any, rows: pd.DataFrame, progress: bool, retries: int = 0,
 
     triples = list(zip(rows["instruction"], rows["input"].fillna(""), rows["output"], strict=True))
     n = len(triples)
-    first = [instruction_messages(*t) for t in triples] + [response_messages(*t) for t in triples]
+    ins_file, resp_file = (prompts.reflect_instruction, prompts.reflect_response) if prompts else (None, None)
+    first = [instruction_messages(*t, ins_file) for t in triples] + [response_messages(*t, resp_file) for t in triples]
     done = _ask(teacher, first, [INSTRUCTION_PARTS] * n + [RESPONSE_PARTS] * n,
                 [parse_instruction_reflection] * n + [parse_response_reflection] * n, retries, progress)
     second: list[tuple[str, list[dict[str, str]]]] = []
@@ -80,7 +81,7 @@ def _reflect(teacher: Any, rows: pd.DataFrame, progress: bool, retries: int = 0,
         p = record(sid, "instruction", done[i])
         record(sid, "response_ori", done[n + i])
         if p is not None and p.ok:
-            second.append((sid, response_messages(p.instruction or "", "", p.answer or "")))
+            second.append((sid, response_messages(p.instruction or "", "", p.answer or "", resp_file)))
     if second:
         again = _ask(teacher, [m for _, m in second], [RESPONSE_PARTS] * len(second),
                      [parse_response_reflection] * len(second), retries, progress)
@@ -154,7 +155,7 @@ def recycle(df: pd.DataFrame, cfg: ReflectionConfig, teacher: Any = None, progre
     bar = tqdm(total=n_target, desc="reflect", unit="rec", disable=not progress)
     for start in range(0, n_target, CHUNK):
         rows = df.iloc[start: min(start + CHUNK, n_target)]
-        log, budget = _reflect(teacher, rows, progress=False, retries=parse_retries(cfg))
+        log, budget = _reflect(teacher, rows, progress=False, retries=parse_retries(cfg), prompts=cfg.prompts)
         logs.update(log)
         reached += [i for i, sid in zip(rows.index, rows["id"], strict=True)
                     if not any(str(e["error"] or "").startswith("budget") for e in log[sid].values())]
@@ -248,10 +249,11 @@ def dry_run(cfg: ReflectionConfig, records_df: pd.DataFrame) -> dict[str, Any]:
 
     rows = records_df.head(cfg.limit) if cfg.limit else records_df
     triples = list(zip(rows["instruction"], rows["input"].fillna(""), rows["output"], strict=True))
-    n = len(triples)
-    first = estimate([instruction_messages(*t) for t in triples] + [response_messages(*t) for t in triples],
+    n, ins_file, resp_file = len(triples), cfg.prompts.reflect_instruction, cfg.prompts.reflect_response
+    first = estimate([instruction_messages(*t, ins_file) for t in triples]
+                     + [response_messages(*t, resp_file) for t in triples],
                      cfg.teacher, home() / "cache" / "teacher.sqlite", [INSTRUCTION_PARTS] * n + [RESPONSE_PARTS] * n)
-    second = estimate([response_messages(*t) for t in triples], cfg.teacher, None) if triples else first
+    second = estimate([response_messages(*t, resp_file) for t in triples], cfg.teacher, None) if triples else first
     out: dict[str, Any] = {"records": len(rows), "cached": first["cached"], "token_count": first["token_count"]}
     for key in ("requests", "calls", "prompt_tokens", "max_completion_tokens", "cost"):
         out[key] = first[key] + (second[key] if triples else 0)

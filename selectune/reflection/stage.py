@@ -11,6 +11,7 @@ import pandas as pd
 from selectune.core import plots
 from selectune.core.digests import file_digest
 from selectune.reflection.config import IFDScoringConfig, ReflectionConfig
+from selectune.reflection.prompts import builtin_file
 from selectune.reflection.recycle import recycle, write_outputs
 from selectune.stage import StageResult, run_stage
 from selectune.tracking import runs
@@ -31,6 +32,8 @@ def recycle_stage(cfg: ReflectionConfig, records: str | Path, run_dir: str | Pat
     inputs = {"records": file_digest(records), "student": models.fingerprint(cfg.student.model)}
     if cfg.teacher.backend == "hf":
         inputs["teacher"] = models.fingerprint(cfg.teacher.model)
+    for kind, path in (("instruction", cfg.prompts.reflect_instruction), ("response", cfg.prompts.reflect_response)):
+        inputs[f"prompt.reflect_{kind}"] = file_digest(path or builtin_file(kind))
 
     def body(out: Path) -> tuple[RecycleOutputs, dict[str, float]]:
         res = recycle(pd.read_parquet(records), cfg, api_key=api_key)

@@ -12,32 +12,38 @@ INSTRUCTION_PARTS = (("[New Instruction] ", ("[End]", "[New Answer]")), ("\n[New
 RESPONSE_PARTS = (("[Better Answer] ", ("[End]",)),)
 
 
-@cache
-def _template(kind: str) -> Any:
-    from importlib.resources import files
+MACROS = {"system": (), "user": ("instruction", "input", "answer")}  # what a reflection prompt file defines
 
-    import jinja2
+
+def builtin_file(kind: str) -> str:
+    """The project-written prompt file of ``kind`` (instruction or response), beside this module."""
+    from importlib.resources import files
 
     if kind not in ("instruction", "response"):
         raise ValueError(f"unknown reflection prompt {kind!r}; expected 'instruction' or 'response'")
-    text = (files("selectune.reflection.prompts") / f"reflect_{kind}.jinja").read_text(encoding="utf-8")
-    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False,
-                             undefined=jinja2.StrictUndefined, autoescape=False)
-    return env.from_string(text).module
+    return str(files("selectune.reflection.prompts") / f"reflect_{kind}.jinja")
 
 
-def _messages(kind: str, instruction: str, input: str, answer: str) -> list[dict[str, str]]:
-    module = _template(kind)
+@cache
+def _template(kind: str, path: str | None) -> Any:
+    from selectune.core.prompts import load_prompt_file
+
+    return load_prompt_file(path or builtin_file(kind), MACROS)
+
+
+def _messages(kind: str, instruction: str, input: str, answer: str, path: str | None) -> list[dict[str, str]]:
+    module = _template(kind, path)
     return [{"role": "system", "content": str(module.system()).strip()},
             {"role": "user", "content": str(module.user(instruction.strip(), (input or "").strip(),
                                                         answer.strip())).strip()}]
 
 
-def instruction_messages(instruction: str, input: str, answer: str) -> list[dict[str, str]]:
-    """Chat messages asking the teacher to critique (Q, A) and write a new instruction and its answer."""
-    return _messages("instruction", instruction, input, answer)
+def instruction_messages(instruction: str, input: str, answer: str, path: str | None = None) -> list[dict[str, str]]:
+    """Chat messages asking the teacher to critique (Q, A) and write a new instruction and its answer (from the
+    prompt file ``path``, default the built-in one)."""
+    return _messages("instruction", instruction, input, answer, path)
 
 
-def response_messages(instruction: str, input: str, answer: str) -> list[dict[str, str]]:
+def response_messages(instruction: str, input: str, answer: str, path: str | None = None) -> list[dict[str, str]]:
     """Chat messages asking the teacher to critique A for Q and write a better answer."""
-    return _messages("response", instruction, input, answer)
+    return _messages("response", instruction, input, answer, path)

@@ -243,7 +243,8 @@ def test_estimate_openai_by_hand(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def hf_cfg(tiny_model: str) -> dict:
-    return {"model": tiny_model, "dtype": "float32", "temperature": 0.0, "max_new_tokens": 10, "batch_size": 4}
+    return {"model": tiny_model, "dtype": "float32", "temperature": 0.0, "max_new_tokens": 10, "batch_size": 4,
+            "repetition_penalty": 1.0}  # the references below are plain generate()
 
 
 HF_PROMPTS = ["what is the sum of two and three", "list", "write a python function that returns the capital "
