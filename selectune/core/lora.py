@@ -60,13 +60,13 @@ def add_lora(model: Any, cfg: Any) -> tuple[Any, list[str]]:
 
 
 def write_meta(adapter_dir: str | Path, base: str, template: str, max_tokens: int, dtype: str, kind: str = "sft",
-               ) -> None:
+               extra: dict[str, Any] | None = None) -> None:
     """Record what the adapter is (``sft`` or ``self-j-judge``), its base reference, fingerprint and dtype, and the
     prompt template next to the adapter."""
     from selectune.core import models
 
     meta = {"kind": kind, "base": base, "base_fingerprint": models.fingerprint(base), "dtype": dtype,
-            "template": template, "max_length": max_tokens}
+            "template": template, "max_length": max_tokens, **(extra or {})}
     (Path(adapter_dir) / META).write_text(json.dumps(meta, indent=2))
 
 
@@ -162,13 +162,14 @@ class LoRARun:
 def train_lora(cfg: Any, base: Base, train_set: list[dict], collator: Any, output: str | Path, key: str, *,
                eval_set: list[dict] | None = None, trainer_cls: type | None = None,
                trainer_kwargs: dict[str, Any] | None = None, args: dict[str, Any] | None = None,
-               callbacks: Sequence[Any] = (), kind: str = "sft") -> LoRARun:
+               callbacks: Sequence[Any] = (), kind: str = "sft", meta: dict[str, Any] | None = None) -> LoRARun:
     """Wrap ``base`` in LoRA and train it on ``train_set`` (feature dicts); save ``<output>/adapter``.
 
     ``cfg`` carries the LoRA and optimizer fields (lora_*, target_modules, batch_size, grad_accum, epochs,
     max_steps, learning_rate, lr_scheduler, warmup_ratio, warmup_steps, save_steps, seed, gradient_checkpointing,
     base, max_tokens).
-    ``args`` add to or override the TrainingArguments; ``trainer_cls`` replaces the transformers Trainer."""
+    ``args`` add to or override the TrainingArguments; ``trainer_cls`` replaces the transformers Trainer; ``meta``
+    goes into the adapter's selectune.json."""
     from transformers import Trainer, TrainingArguments
 
     from selectune.core.settings import device
@@ -206,7 +207,7 @@ def train_lora(cfg: Any, base: Base, train_set: list[dict], collator: Any, outpu
         trainer.save_model(str(adapter_dir))
         (adapter_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; the config is in MLflow
         base.tokenizer.save_pretrained(adapter_dir)
-        write_meta(adapter_dir, cfg.base, base.template, cfg.max_tokens, base.precision, kind)
+        write_meta(adapter_dir, cfg.base, base.template, cfg.max_tokens, base.precision, kind, meta)
     metrics = {"train_loss": round(result.training_loss, 6), "steps": trainer.state.global_step,
                "resumed_from_step": int(resume.name.split("-")[-1]) if resume else 0,
                "train_seconds": round(result.metrics.get("train_runtime", 0.0), 3),

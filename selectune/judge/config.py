@@ -4,10 +4,26 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from selectune.core.config import FIDELITY_HELP, Fidelity, LoRATraining
+from selectune.core.config import FIDELITY_HELP, Config, Fidelity, LoRATraining
 from selectune.core.models import DEFAULT_EMBEDDER, DEFAULT_STUDENT
+
+
+class JudgePrompts(Config):
+    """The judge's prompt files: Jinja templates defining a macro ``prompt(question, answer, reference)`` (with the
+    reference) or ``prompt(question, answer)`` (reference-free), checked when the config loads; the project's
+    paraphrases of the official prompts by default. The trained judge keeps their text with its adapter."""
+
+    with_reference: str | None = Field(None, description="Prompt file of the with-reference rating")
+    without_reference: str | None = Field(None, description="Prompt file of the reference-free rating")
+
+    @model_validator(mode="after")
+    def _files_define_the_macro(self) -> JudgePrompts:
+        from selectune.judge.prompts import prompt_texts
+
+        prompt_texts(self)
+        return self
 
 
 class JudgeConfig(LoRATraining):
@@ -63,4 +79,5 @@ class JudgeConfig(LoRATraining):
                                   "call (sampling)")
     max_batch_tokens: int | None = Field(None, ge=64, description="Max padded tokens per scoring pass; default "
                                          "4096 on CPU, 32768 on GPU")
+    prompts: JudgePrompts = Field(default_factory=JudgePrompts)
     register_as: str | None = Field("selectune-judge", description="MLflow Model Registry name (None: skip)")

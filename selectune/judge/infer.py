@@ -29,6 +29,7 @@ class Judge:
     template: str
     max_length: int = DEFAULT_MAX_LENGTH
     ref: str = ""
+    prompts: tuple[str | None, str | None] = (None, None)  # the prompt texts it was trained with (None: built in)
 
 
 def load_judge(ref: str, dtype: str | None = None, device: str | None = None, template: str = "auto") -> Judge:
@@ -39,7 +40,9 @@ def load_judge(ref: str, dtype: str | None = None, device: str | None = None, te
     lm = load_model(ref, template, dtype, device)
     meta = read_meta(lm.adapter_dir) if lm.adapter_dir else {}
     max_length = meta.get("max_length", DEFAULT_MAX_LENGTH)
-    return Judge(lm.model, lm.tokenizer, lm.template, int(max_length), ref)
+    prompts = meta.get("prompts") or {}
+    return Judge(lm.model, lm.tokenizer, lm.template, int(max_length), ref,
+                 (prompts.get("with_reference"), prompts.get("without_reference")))
 
 
 def as_judge(lm: LoadedModel, max_length: int = DEFAULT_MAX_LENGTH) -> Judge:
@@ -62,7 +65,7 @@ def score_pairs(judge: Judge, df: pd.DataFrame, with_reference: bool | None = No
     inputs = df["input"].fillna("") if "input" in df.columns else [""] * len(df)
     seqs = judge_inputs(judge.tokenizer, judge.template, df["instruction"].astype(str), inputs,
                         df[response].fillna("").astype(str), df["reference"].fillna("").astype(str) if use_ref
-                        else None, judge.max_length)
+                        else None, judge.max_length, judge.prompts)
     probs = digit_probs(judge.model, judge.tokenizer, seqs, batch_size, max_batch_tokens)
     return pd.DataFrame({"judge_score": expected_score(probs), "judge_probs": list(probs)}, index=df.index)
 

@@ -23,7 +23,7 @@ from selectune.core.losses import batch_budget
 from selectune.core.models import DEFAULT_EMBEDDER
 from selectune.core.prompts import prompt_ids
 from selectune.judge.config import JudgeConfig
-from selectune.judge.prompts import digit_ids, expected_score, judge_inputs
+from selectune.judge.prompts import digit_ids, expected_score, judge_inputs, prompt_texts
 from selectune.tracking.registry import LoadedModel
 
 
@@ -95,7 +95,7 @@ def generate_labels(df: pd.DataFrame, cfg: JudgeConfig, lm: LoadedModel, embedde
     rows = recs.loc[np.repeat(np.arange(len(recs)), cfg.n_samples), ["instruction", "input", "output"]]
     out = pd.concat([samples, rows.reset_index(drop=True).rename(columns={"output": "reference"})], axis=1)
     seqs = judge_inputs(lm.tokenizer, lm.template, out["instruction"], out["input"], out["response"],
-                        out["reference"], cfg.max_tokens)
+                        out["reference"], cfg.max_tokens, prompt_texts(cfg.prompts))
     probs = digit_probs(lm.model, lm.tokenizer, seqs, cfg.score_batch_size, cfg.max_batch_tokens, "self-eval")
     out["self_eval_probs"] = list(probs)
     out["self_eval"] = expected_score(probs)

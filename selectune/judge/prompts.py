@@ -10,6 +10,7 @@ them in its Alpaca-style prompt. The question is the joined instruction and inpu
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -27,9 +28,43 @@ REF_FREE = ("Act as a careful, precise judge of answer quality. Rate the answer 
 SENTINEL = "\x00JUDGE\x00"
 
 
-def judge_prompt(instruction: str, input: str | None, response: str, reference: str | None = None) -> str:
-    """The with-reference prompt when ``reference`` is given, else the reference-free one."""
+MACROS = {True: {"prompt": ("question", "answer", "reference")}, False: {"prompt": ("question", "answer")}}
+Texts = tuple[str | None, str | None]  # (with-reference, reference-free) prompt-file texts; None: built in
+
+
+def prompt_texts(prompts: Any) -> Texts:
+    """The texts of a JudgePrompts' files (None where built in), each checked to define its macro."""
+    from pathlib import Path
+
+    from selectune.core.prompts import prompt_module
+
+    texts = []
+    for with_ref, path in ((True, prompts.with_reference), (False, prompts.without_reference)):
+        if path and not Path(path).is_file():
+            raise ValueError(f"prompt file {path}: no such file")
+        text = Path(path).read_text(encoding="utf-8") if path else None
+        if text is not None:
+            prompt_module(text, str(path), MACROS[with_ref])
+        texts.append(text)
+    return texts[0], texts[1]
+
+
+@cache
+def _module(text: str, with_ref: bool) -> Any:
+    from selectune.core.prompts import prompt_module
+
+    return prompt_module(text, "judge prompt", MACROS[with_ref])
+
+
+def judge_prompt(instruction: str, input: str | None, response: str, reference: str | None = None,
+                 texts: Texts = (None, None)) -> str:
+    """The with-reference prompt when ``reference`` is given, else the reference-free one (from ``texts`` when
+    given, else the built-in ones)."""
     q = join_instruction(instruction, input)
+    text = texts[0] if reference is not None else texts[1]
+    if text is not None:
+        args = (q, response, reference) if reference is not None else (q, response)
+        return str(_module(text, reference is not None).prompt(*args)).strip()
     if reference is None:
         return REF_FREE.format(question=q, response=response)
     return WITH_REF.format(question=q, reference=reference, response=response)
@@ -41,7 +76,8 @@ def digit_ids(tokenizer: Any) -> list[int]:
 
 
 def judge_inputs(tokenizer: Any, template: str, instructions: Sequence[str], inputs: Sequence[str | None],
-                 responses: Sequence[str], references: Sequence[str] | None, max_length: int) -> list[list[int]]:
+                 responses: Sequence[str], references: Sequence[str] | None, max_length: int,
+                 texts: Texts = (None, None)) -> list[list[int]]:
     """Token ids of the templated judge prompts, ending where the rating digit comes next.
 
     Over-long prompts keep their head and the template's answer cue (the end of the answer is cut)."""
@@ -52,9 +88,9 @@ def judge_inputs(tokenizer: Any, template: str, instructions: Sequence[str], inp
         raise ValueError(f"judge_inputs: {len(instructions)} instructions, {len(inputs)} inputs, {len(responses)} "
                          f"responses, {len(refs)} references; expected equal lengths")
     tail = prompt_text(template, tokenizer, SENTINEL).split(SENTINEL)[1]
-    texts = [prompt_text(template, tokenizer, judge_prompt(i, x, r, ref))
-             for i, x, r, ref in zip(instructions, inputs, responses, refs, strict=True)]
-    return [e.ids for e in encode(tokenizer, texts, tail, max_length, "right",
+    prompts = [prompt_text(template, tokenizer, judge_prompt(i, x, r, ref, texts))
+               for i, x, r, ref in zip(instructions, inputs, responses, refs, strict=True)]
+    return [e.ids for e in encode(tokenizer, prompts, tail, max_length, "right",
                                   add_special_tokens=adds_special_tokens(template))]
 
 

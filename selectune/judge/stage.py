@@ -20,6 +20,7 @@ import pandas as pd
 
 from selectune.core.digests import file_digest
 from selectune.judge.config import JudgeConfig
+from selectune.judge.prompts import prompt_texts
 from selectune.stage import StageResult, run_stage
 from selectune.tracking import runs
 from selectune.tracking.registry import load_model, model_digest
@@ -73,6 +74,9 @@ def judge_stage(cfg: JudgeConfig, records: str | Path, run_dir: str | Path, pare
                          "models:/ URI, or set judge.model")
     inputs = {"records": file_digest(records), "model_under_eval": model_digest(ref),
               "base": models.fingerprint(cfg.base), "embedder": models.fingerprint(cfg.embedder)}
+    for kind in ("with_reference", "without_reference"):
+        if path := getattr(cfg.prompts, kind):
+            inputs[f"prompt.{kind}"] = file_digest(path)
 
     def body(out: Path) -> tuple[JudgeOutputs, dict[str, float]]:
         from selectune.core import metrics
@@ -98,7 +102,8 @@ def judge_stage(cfg: JudgeConfig, records: str | Path, run_dir: str | Path, pare
         gc.collect()
 
         res = judge_train.train_judge(cfg, labels[labels["split"] == "train"].reset_index(drop=True), out)
-        jd = judge_infer.Judge(res.model, res.tokenizer, res.template, cfg.max_tokens, str(res.adapter_dir))
+        jd = judge_infer.Judge(res.model, res.tokenizer, res.template, cfg.max_tokens, str(res.adapter_dir),
+                               prompt_texts(cfg.prompts))
 
         def score(frame: pd.DataFrame, with_ref: bool) -> np.ndarray:
             return judge_infer.score_pairs(jd, frame, with_ref, cfg.score_batch_size,

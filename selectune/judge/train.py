@@ -40,7 +40,8 @@ def selfj_loss(logits_ref: Any, logits_free: Any, targets: Any, alpha: float, be
     return ce_ref + alpha * ce_free + beta * kl, {"ce_ref": ce_ref, "ce_free": ce_free, "kl": kl}
 
 
-def build_pairs(labels: pd.DataFrame, tokenizer: Any, template: str, max_length: int) -> list[dict[str, Any]]:
+def build_pairs(labels: pd.DataFrame, tokenizer: Any, template: str, max_length: int,
+                texts: tuple[str | None, str | None] = (None, None)) -> list[dict[str, Any]]:
     """One training item per labelled response: with-reference ids, reference-free ids, target digit id."""
     from selectune.judge.prompts import digit_ids, judge_inputs
 
@@ -49,8 +50,8 @@ def build_pairs(labels: pd.DataFrame, tokenizer: Any, template: str, max_length:
         raise ValueError(f"judge training labels lack columns {need}; have {list(labels.columns)}")
     inputs = labels["input"].fillna("") if "input" in labels.columns else [""] * len(labels)
     args = (tokenizer, template, labels["instruction"], inputs, labels["response"])
-    ref = judge_inputs(*args, labels["reference"], max_length)
-    free = judge_inputs(*args, None, max_length)
+    ref = judge_inputs(*args, labels["reference"], max_length, texts)
+    free = judge_inputs(*args, None, max_length, texts)
     ids = digit_ids(tokenizer)
     return [{"ref": r, "free": f, "target": ids[int(d)]} for r, f, d in zip(ref, free, labels["digit"], strict=True)]
 
@@ -126,19 +127,22 @@ def train_judge(cfg: JudgeConfig, labels: pd.DataFrame, output: str | Path, call
     the run key matches)."""
     from selectune.core import lora, models
     from selectune.core.digests import table_digest
+    from selectune.judge.prompts import prompt_texts
 
     if labels.empty:
         raise ValueError("judge training: no labelled responses")
+    texts = prompt_texts(cfg.prompts)
     key = lora.run_key(cfg={k: getattr(cfg, k) for k in TRAIN_FIELDS}, base=models.fingerprint(cfg.base),
-                       labels=table_digest(labels, ["id", "sample", "response", "digit"]))
+                       labels=table_digest(labels, ["id", "sample", "response", "digit"]), prompts=texts)
     base = lora.load_base(cfg)
-    pairs = build_pairs(labels, base.tokenizer, base.template, cfg.max_tokens)
+    pairs = build_pairs(labels, base.tokenizer, base.template, cfg.max_tokens, texts)
     run = lora.train_lora(cfg, base, pairs, PairCollator(pad_id(base.tokenizer)), output, key,
                           trainer_cls=_trainer_class(),
                           trainer_kwargs={"alpha": cfg.ref_free_weight, "beta": cfg.kl_weight},
                           args={"include_num_input_tokens_seen": "no"},
                           callbacks=[lora.step_metrics(("loss", "learning_rate", "grad_norm", *PART_KEYS),
-                                                       "judge_train."), *callbacks], kind="self-j-judge")
+                                                       "judge_train."), *callbacks], kind="self-j-judge",
+                          meta={"prompts": {"with_reference": texts[0], "without_reference": texts[1]}})
     logged = [h for h in run.trainer.state.log_history if "ce_ref" in h]
     metrics = {**run.metrics, "train_pairs": len(pairs),
                **({f"final_{k}": logged[-1][k] for k in PART_KEYS} if logged else {})}
