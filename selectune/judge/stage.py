@@ -165,6 +165,11 @@ def _log(cfg: JudgeConfig, ref: str, inputs: dict[str, str], labels: pd.DataFram
     mlflow.log_table(table, "judge/eval.json")
     runs.log_figure(fig, "judge/coverage.png")
     mlflow.log_artifacts(str(res.adapter_dir), "judge_adapter")
+    from selectune.judge.prompts import REF_FREE, WITH_REF
+    from selectune.tracking.prompts import log_prompts
+
+    with_ref, free = prompt_texts(cfg.prompts)
+    log_prompts({"judge-with-reference": with_ref or WITH_REF, "judge-without-reference": free or REF_FREE})
     if not cfg.register_as:
         return None
     from selectune.tracking import registry

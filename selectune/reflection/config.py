@@ -103,6 +103,9 @@ class ReflectionConfig(Config):
     limit: int | None = Field(None, ge=1, description="Recycle at most N records (smoke runs, budgets)")
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     prompts: ReflectionPrompts = Field(default_factory=ReflectionPrompts)
+    trace_calls: bool = Field(True, description="One MLflow trace span per new teacher call (messages, reply, "
+                              "latency, tokens, retries, parse outcome; never the key) when the stage runs in an "
+                              "MLflow run")
     student: IFDConfig = Field(default_factory=IFDConfig)
     ifd_max: float = Field(1.0, gt=0, description="Keep the chosen pair only when IFD < this")
     rifd_max: float = Field(1.0, gt=0, description="Keep the chosen pair only when r-IFD < this")

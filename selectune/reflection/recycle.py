@@ -52,15 +52,34 @@ def _ask(teacher: Any, requests: list[Any], parts: list[Any], parsers: list[Any]
     return out
 
 
+def _trace(teacher: Any, messages: list[dict[str, str]], sid: str, kind: str, comp: Any, parsed: Parsed | None,
+           attempts: int) -> None:
+    """One MLflow span for a new (uncached) teacher call, in the active run: what was asked and answered."""
+    import time
+
+    from selectune.tracking.prompts import trace_call
+
+    end = time.time_ns()
+    trace_call(f"teacher.{kind}", messages, comp.text, {
+        "backend": teacher.cfg.backend, "model": teacher.cfg.model, "source_id": sid, "kind": kind,
+        "latency_s": round(comp.seconds, 3), "prompt_tokens": comp.prompt_tokens,
+        "completion_tokens": comp.completion_tokens, "retries": comp.retries, "attempts": attempts,
+        "finish_reason": comp.finish_reason, "error": comp.error, "parse_ok": bool(parsed and parsed.ok),
+        "parse": parsed.reason if parsed else None}, end - int(comp.seconds * 1e9), end)
+
+
 def _reflect(teacher: Any, rows: pd.DataFrame, progress: bool, retries: int = 0, prompts: Any = None,
-             ) -> tuple[dict[str, dict[str, Any]], bool]:
-    """Two rounds of teacher calls for some records -> ({source_id: {kind: log entry}}, budget hit)."""
+             trace: bool = False) -> tuple[dict[str, dict[str, Any]], bool]:
+    """Two rounds of teacher calls for some records -> ({source_id: {kind: log entry}}, budget hit); with
+    ``trace``, one MLflow span per new call."""
     log: dict[str, dict[str, Any]] = {sid: {} for sid in rows["id"]}
     budget = False
 
-    def record(sid: str, kind: str, answer: tuple[Any, Parsed | None, int]) -> Parsed | None:
+    def record(sid: str, kind: str, answer: tuple[Any, Parsed | None, int], messages: Any) -> Parsed | None:
         nonlocal budget
         comp, parsed, attempts = answer
+        if trace and not comp.cached and not str(comp.error or "").startswith("budget"):
+            _trace(teacher, messages, sid, kind, comp, parsed, attempts)
         budget = budget or bool(comp.error and str(comp.error).startswith("budget"))
         log[sid][kind] = {"source_id": sid, "kind": kind, "text": comp.text, "error": comp.error,
                           "ok": bool(parsed and parsed.ok), "parse": parsed.reason if parsed else None,
@@ -78,15 +97,15 @@ def _reflect(teacher: Any, rows: pd.DataFrame, progress: bool, retries: int = 0,
                 [parse_instruction_reflection] * n + [parse_response_reflection] * n, retries, progress)
     second: list[tuple[str, list[dict[str, str]]]] = []
     for i, sid in enumerate(rows["id"]):
-        p = record(sid, "instruction", done[i])
-        record(sid, "response_ori", done[n + i])
+        p = record(sid, "instruction", done[i], first[i])
+        record(sid, "response_ori", done[n + i], first[n + i])
         if p is not None and p.ok:
             second.append((sid, response_messages(p.instruction or "", "", p.answer or "", resp_file)))
     if second:
         again = _ask(teacher, [m for _, m in second], [RESPONSE_PARTS] * len(second),
                      [parse_response_reflection] * len(second), retries, progress)
-        for (sid, _), answer in zip(second, again, strict=True):
-            record(sid, "response_q", answer)
+        for (sid, messages), answer in zip(second, again, strict=True):
+            record(sid, "response_q", answer, messages)
     return log, budget
 
 
@@ -155,7 +174,8 @@ def recycle(df: pd.DataFrame, cfg: ReflectionConfig, teacher: Any = None, progre
     bar = tqdm(total=n_target, desc="reflect", unit="rec", disable=not progress)
     for start in range(0, n_target, CHUNK):
         rows = df.iloc[start: min(start + CHUNK, n_target)]
-        log, budget = _reflect(teacher, rows, progress=False, retries=parse_retries(cfg), prompts=cfg.prompts)
+        log, budget = _reflect(teacher, rows, progress=False, retries=parse_retries(cfg), prompts=cfg.prompts,
+                               trace=cfg.trace_calls)
         logs.update(log)
         reached += [i for i, sid in zip(rows.index, rows["id"], strict=True)
                     if not any(str(e["error"] or "").startswith("budget") for e in log[sid].values())]

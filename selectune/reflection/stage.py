@@ -39,6 +39,11 @@ def recycle_stage(cfg: ReflectionConfig, records: str | Path, run_dir: str | Pat
         res = recycle(pd.read_parquet(records), cfg, api_key=api_key)
         outputs = RecycleOutputs(**write_outputs(res, out))
         if parent_run_id:
+            from selectune.tracking.prompts import log_prompts
+
+            log_prompts({f"reflect-{kind}": Path(path or builtin_file(kind)).read_text(encoding="utf-8")
+                         for kind, path in (("instruction", cfg.prompts.reflect_instruction),
+                                            ("response", cfg.prompts.reflect_response))})
             runs.log_dataset(res.recycled, outputs.recycled, "recycled", "recycled", ["id", "decision"])
             if len(res.scores):
                 for col, cut, name in (("ifd", cfg.ifd_max, "IFD"), ("rifd", cfg.rifd_max, "r-IFD")):

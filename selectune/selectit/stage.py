@@ -64,7 +64,11 @@ def score_stage(cfg: SelectITConfig, records: str | Path, run_dir: str | Path, p
         if (auroc := metrics.label_auroc(table, "selectit_score")) is not None:
             m["auroc.selectit_score"] = round(auroc, 4)
         if parent_run_id:
+            from selectune.selectit.rater import rating_prompts
+            from selectune.tracking.prompts import log_prompts
+
             log_scores(table, path)
+            log_prompts({"selectit-rating": "".join(p if p.endswith("\n") else p + "\n" for p in rating_prompts(cfg))})
         return ScoreOutputs(path, shards), m
 
     return run_stage(stage, run_dir, cfg, inputs, body, ScoreOutputs, parent_run_id, extra_params)

@@ -401,3 +401,7 @@ def test_official_recipe_runs_every_stage_in_official_mode(prefect_server, mlflo
     assert (params["selectit"]["selectit.fidelity"], params["selectit"]["selectit.num_prompts"]) == ("official", "5")
     assert params["recycle"]["recycle.fidelity"] == "official" and params["judge"]["judge.fidelity"] == "official"
     assert params["judge"]["judge.warmup_steps"] == "100"
+    tags = {name: run.data.tags for name, run in children.items()}  # every prompt used, versioned in the registry
+    assert tags["selectit"]["selectune.prompt.selectit-rating.uri"].startswith("prompts:/selectune-selectit-rating/")
+    assert {"selectune.prompt.reflect-instruction", "selectune.prompt.reflect-response"} <= set(tags["recycle"])
+    assert {"selectune.prompt.judge-with-reference", "selectune.prompt.judge-without-reference"} <= set(tags["judge"])

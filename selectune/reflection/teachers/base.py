@@ -38,6 +38,8 @@ class Completion:
     error: str | None = None  # e.g. "budget: max_calls reached", "HTTP 500 after 6 retries: ..."
     usage_estimated: bool = False  # the endpoint sent no usage: tokens counted as characters / 4
     finish_reason: str = ""  # "stop", "length" (cut off by max_new_tokens), or the endpoint's; "" = not reported
+    seconds: float = 0.0  # wall time of the call (hf: of its generate calls), retries included; 0 when cached
+    retries: int = 0  # failed attempts before this reply (openai)
 
 
 @dataclass

@@ -6,6 +6,7 @@ Each request samples with its own torch.Generator (seeded from the request's cac
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +81,12 @@ class HFTeacher(Teacher):
                 else:
                     rows.append(i)
             if rows:
-                for i, (text, n_new, finish) in zip(rows, self._reply([todo[i] for i in rows]), strict=True):
-                    record(todo[i][0], Completion(text, len(ids[i]), n_new, False, finish_reason=finish))
+                start = time.perf_counter()
+                replies = self._reply([todo[i] for i in rows])
+                seconds = time.perf_counter() - start
+                for i, (text, n_new, finish) in zip(rows, replies, strict=True):
+                    record(todo[i][0], Completion(text, len(ids[i]), n_new, False, finish_reason=finish,
+                                                  seconds=seconds))
             bar.update(len(batch))
 
     def _reply(self, jobs: list[tuple[str, tuple[Messages, Steps]]]) -> list[tuple[str, int, str]]:

@@ -15,6 +15,7 @@ import os
 import random
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -105,14 +106,14 @@ class OpenAITeacher(Teacher):
         """One request with retries; failures come back in ``error``."""
         import openai
 
-        cfg = self.cfg
+        cfg, start = self.cfg, time.perf_counter()
         for attempt in range(cfg.max_retries + 1):
             after: float | None = None
             try:
                 resp = self._client.chat.completions.create(
                     model=cfg.model, messages=msgs, temperature=cfg.temperature, top_p=cfg.top_p,
                     max_tokens=cfg.max_new_tokens, seed=cfg.seed)
-                return self._parse(resp, msgs)
+                return replace(self._parse(resp, msgs), seconds=time.perf_counter() - start, retries=attempt)
             except openai.APIStatusError as err:
                 status = err.status_code
                 if status in CONFIG_STATUS:

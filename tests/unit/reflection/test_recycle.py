@@ -129,6 +129,31 @@ def test_recycle_stage_scripted_server(env: Path, tiny_model: str, records: pd.D
     assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["recycled"]
     assert {"recycle_ifd_hist.png", "recycle_rifd_hist.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
 
+    # the prompts: text, digest, one registry version however many runs use them
+    from selectune.reflection.prompts import builtin_file
+    from selectune.tracking.prompts import digest
+
+    text = Path(builtin_file("instruction")).read_text(encoding="utf-8")
+    assert mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/prompts/reflect-instruction.txt") == text
+    assert run.data.tags["selectune.prompt.reflect-instruction"] == digest(text)
+    assert run.data.tags["selectune.prompt.reflect-instruction.uri"] == "prompts:/selectune-reflect-instruction/1"
+    assert mlflow.genai.load_prompt("prompts:/selectune-reflect-instruction@latest").template == text
+    fresh_run = client.get_run(fresh.mlflow_run_id) if fresh.mlflow_run_id else None
+    assert fresh_run is None  # run without a parent: nothing logged
+
+    # one span per new teacher call, linked to the stage run, with what was asked and answered; no key anywhere
+    traces = mlflow.search_traces(run_id=run.info.run_id, return_type="list", max_results=100)
+    assert len(traces) == 13
+    spans = [t.data.spans[0] for t in traces]
+    assert {sp.attributes["kind"] for sp in spans} == {"instruction", "response_ori", "response_q"}
+    failed = [sp for sp in spans if sp.attributes.get("error")]
+    assert len(failed) == 2 and all(sp.attributes["error"].startswith("HTTP 500") for sp in failed)
+    first = next(sp for sp in spans if sp.attributes["kind"] == "instruction"
+                 and sp.attributes["source_id"] == records["id"][0])
+    assert first.outputs == {"text": SCRIPT[Q0]["instruction"]} and first.attributes["parse_ok"] is True
+    assert first.attributes["backend"] == "openai" and first.attributes["latency_s"] >= 0
+    assert all("sk-test-not-a-secret" not in json.dumps(t.to_dict()) for t in traces)
+
 
 def test_budget_stop_keeps_unreached_records(env: Path, tiny_model: str, records: pd.DataFrame,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
