@@ -39,7 +39,7 @@ def user(text: str) -> list[dict[str, str]]:
 
 def api_cfg(srv: FakeOpenAI, **kw: object) -> TeacherConfig:
     base = {"backend": "openai", "base_url": srv.url, "model": "teach-1", "api_key_env": "TEACHER_TEST_KEY",
-            "timeout_s": 0.5, "max_retries": 3, "concurrency": 4, "temperature": 0.3, "top_p": 0.9,
+            "timeout_s": 10.0, "max_retries": 3, "concurrency": 4, "temperature": 0.3, "top_p": 0.9,
             "max_new_tokens": 64, "seed": 7}
     return TeacherConfig(**{**base, **kw})
 
@@ -47,11 +47,11 @@ def api_cfg(srv: FakeOpenAI, **kw: object) -> TeacherConfig:
 def test_each_fault_is_retried_then_succeeds() -> None:
     kinds = ["429", "500", "slow", "malformed", "no_choices"]
     script = {"faults": [{"kind": k, "match": f"fault {k}", "calls": [1, 2] if k == "500" else [1],
-                          "retry_after": 0, "delay": 1.0} for k in kinds]
+                          "retry_after": 0, "delay": 6.0} for k in kinds]
               + [{"kind": "plain", "match": "plain"}, {"kind": "no_usage", "match": "nousage"}]}
     prompts = [f"fault {k}" for k in kinds] + ["plain please", "nousage twelve chars", "fine"]
     with FakeOpenAI(script) as srv:
-        t = make_teacher(api_cfg(srv), None)
+        t = make_teacher(api_cfg(srv, timeout_s=2.0), None)  # far from both a loaded reply and the 6 s fault
         out = t.complete([user(p) for p in prompts], progress=False)
         srv.wait_idle()
         stats = srv.stats()
@@ -59,7 +59,7 @@ def test_each_fault_is_retried_then_succeeds() -> None:
     assert [c.text for c in out[:5]] == [f"reply: fault {k}" for k in kinds]
     assert stats["received"] == {"fault 429": 2, "fault 500": 3, "fault slow": 2, "fault malformed": 2,
                                  "fault no_choices": 2, "plain please": 1, "nousage twelve chars": 1, "fine": 1}
-    assert stats["abandoned"] == {"fault slow": 1}  # the client gave up on the slow reply (timeout 0.5 s)
+    assert stats["abandoned"] == {"fault slow": 1}  # the client gave up on the slow reply (timeout 2 s)
     assert out[5].text == PLAIN  # a reply without markers is the caller's business, returned verbatim
     # no usage in the reply: ceil(characters / 4), flagged
     assert (out[6].prompt_tokens, out[6].completion_tokens, out[6].usage_estimated) == (5, 7, True)
