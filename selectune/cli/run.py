@@ -31,8 +31,10 @@ def run_cmd(config: Annotated[Path | None, typer.Option(help="YAML recipe (Pipel
     if run_dir is not None:
         cfg.run_dir = run_dir
     from flows.curate import run_pipeline
+    from selectune.cli.server import prefect_api
 
-    summary = run_pipeline(cfg)
+    with prefect_api():  # a temporary Prefect server dies with this command, even on SIGKILL
+        summary = run_pipeline(cfg)
     typer.echo(json.dumps(summary, indent=2, default=str))
     if "promotion" in summary:
         typer.echo(f"\npromotion of {summary.get('model_uri', 'the latest version')}: {summary['promotion_reason']} "
@@ -90,6 +92,8 @@ def experiment_cmd(config: Annotated[Path, typer.Option(help="Experiment recipe:
     except (ValidationError, ValueError, OSError, yaml.YAMLError) as err:
         fail(f"{config}: {err}")
     from flows.experiment import experiment
+    from selectune.cli.server import prefect_api
 
-    res = experiment(base, grid, name or config.stem, run_dir)
+    with prefect_api():
+        res = experiment(base, grid, name or config.stem, run_dir)
     typer.echo(f"\noutputs: {res['run_dir']}\nMLflow run {res['mlflow_run_id']} in {res['mlflow_tracking_uri']}")

@@ -103,3 +103,49 @@ def test_concurrent_runs_with_different_run_dirs(tmp_path, tiny_model, mlflow_st
     a, b = (pd.read_parquet(tmp_path / f"run{i}" / "select" / "selection.parquet") for i in range(2))
     pd.testing.assert_frame_equal(a, b)
     assert a["selected"].sum() == 3
+
+
+def _children(pid: int, needle: str) -> list[int]:
+    """Live child processes of ``pid`` whose command line contains ``needle`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z" and needle in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_a_killed_run_leaves_no_prefect_server_behind(tmp_path, tiny_model, mlflow_store) -> None:
+    """SIGKILL to `selectune run` alone (not its process group): the temporary Prefect server it started dies too."""
+    home = Path(os.environ["SELECTUNE_HOME"]) / f"orphan-{tmp_path.name}"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(SELECTUNE_HOME=str(home), MLFLOW_TRACKING_URI=mlflow_store, PREFECT_HOME=str(tmp_path / "prefect"))
+    recipe = _recipe(tmp_path, _dataset(tmp_path / "d.jsonl", 8), tiny_model, tmp_path / "run")
+    proc = subprocess.Popen([SELECTUNE, "run", "--config", str(recipe)], env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (servers := _children(proc.pid, "prefect.server.api.server")) and proc.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert servers, "the run started no temporary Prefect server"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(s) for s in servers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(s) for s in servers), f"orphaned Prefect server(s) {servers}"
