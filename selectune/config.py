@@ -5,12 +5,12 @@ is importable from here too."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import yaml
 from pydantic import Field
 
-from selectune.core.config import Config
+from selectune.core.config import Config, resolve_paths
 from selectune.data.config import DataConfig
 from selectune.evaluation.config import EvalConfig
 from selectune.judge.config import JudgeConfig
@@ -43,6 +43,7 @@ class ScaleConfig(Config):
 class PipelineConfig(Config):
     """A whole curation run: where it writes, how it is tracked, and each stage's config."""
 
+    paths: ClassVar[tuple[str, ...]] = ("run_dir",)
     run_dir: str | None = Field(None, description="Stage outputs go to <run_dir>/<stage>/; default "
                                 "runs/<timestamp>")
     experiment: str = Field("selectune", description="MLflow experiment name")
@@ -63,4 +64,4 @@ def load_config(path: str | Path | None) -> PipelineConfig:
     if path is None:
         return PipelineConfig()
     raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    return PipelineConfig.model_validate(raw)
+    return PipelineConfig.model_validate(resolve_paths(PipelineConfig, raw, Path(path).resolve().parent))

@@ -22,7 +22,7 @@ from pydantic import Field
 
 from selectune.config import PipelineConfig
 from selectune.core.bootstrap import grid_bootstrap
-from selectune.core.config import Config
+from selectune.core.config import Config, resolve_paths
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -41,8 +41,13 @@ class ExperimentConfig(Config):
 def load_experiment(path: str | Path) -> tuple[PipelineConfig, ExperimentConfig]:
     """(the base pipeline, the grid) from an experiment recipe."""
     raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    grid = ExperimentConfig.model_validate({k: raw.pop(k) for k in ("arms", "seeds") if k in raw})
-    return PipelineConfig.model_validate(raw), grid
+    folder = Path(path).resolve().parent  # relative paths are read from the recipe's folder, in the arms too
+    grid_raw = {k: raw.pop(k) for k in ("arms", "seeds") if k in raw}
+    if isinstance(grid_raw.get("arms"), dict):
+        grid_raw["arms"] = {name: resolve_paths(PipelineConfig, over, folder) if isinstance(over, dict) else over
+                            for name, over in grid_raw["arms"].items()}
+    grid = ExperimentConfig.model_validate(grid_raw)
+    return PipelineConfig.model_validate(resolve_paths(PipelineConfig, raw, folder)), grid
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ class Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     renamed: ClassVar[dict[str, str]] = {}
+    paths: ClassVar[tuple[str, ...]] = ()  # file/folder fields: relative ones are read from the recipe's folder
     official: ClassVar[dict[str, Any]] = {}  # field values of the released code, for ``fidelity: official``
 
     @model_validator(mode="before")
@@ -42,6 +43,21 @@ class Config(BaseModel):
         if cls.official and data.get("fidelity") == "official":
             data = with_defaults(data, cls.official)
         return data
+
+
+def resolve_paths(cls: type[BaseModel], raw: dict[str, Any], folder: str | Path) -> dict[str, Any]:
+    """``raw`` (a config's YAML mapping) with each relative path of ``cls.paths`` (and of its nested configs) made
+    absolute against ``folder``, the recipe file's folder; URIs (``hf://``, ``s3://``) and absolute paths stay."""
+    out = dict(raw)
+    for name in getattr(cls, "paths", ()):
+        value = out.get(name)
+        if isinstance(value, str) and value and "://" not in value and not Path(value).expanduser().is_absolute():
+            out[name] = str(Path(folder) / value)
+    for name, field in cls.model_fields.items():
+        sub = field.annotation
+        if isinstance(out.get(name), dict) and isinstance(sub, type) and issubclass(sub, BaseModel):
+            out[name] = resolve_paths(sub, out[name], folder)
+    return out
 
 
 def with_defaults(data: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -116,7 +132,8 @@ def load_stage_config(cls: type[C], section: str, path: str | Path | None, **opt
     import yaml
 
     raw = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}) if path else {}
-    base = cls.model_validate(raw[section] if section in raw else raw)
+    raw = raw[section] if section in raw else raw
+    base = cls.model_validate(resolve_paths(cls, raw, Path(path).resolve().parent) if path else raw)
     # only the fields given explicitly: a command-line ``fidelity`` then fills the rest with its defaults
     cfg = cls.model_validate({**base.model_dump(exclude_unset=True),
                               **{k: v for k, v in options.items() if v is not None}})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -12,6 +12,8 @@ from selectune.core.config import Config
 class EvalConfig(Config):
     """A fixed evaluation set and the measurements every compared model gets on it: reference-answer loss,
     lm-evaluation-harness tasks and a judge's pairwise win-rate, each per item with paired bootstrap intervals."""
+
+    paths: ClassVar[tuple[str, ...]] = ("heldout", "lm_eval_include_path")
 
     enabled: bool = Field(True, description="Carve the evaluation set at load time and evaluate after tuning")
     fraction: float = Field(0.05, gt=0, lt=1, description="Share of the input held out for evaluation, by record "

@@ -15,6 +15,7 @@ class JudgePrompts(Config):
     reference) or ``prompt(question, answer)`` (reference-free), checked when the config loads; the project's
     paraphrases of the official prompts by default. The trained judge keeps their text with its adapter."""
 
+    paths: ClassVar[tuple[str, ...]] = ("with_reference", "without_reference")
     with_reference: str | None = Field(None, description="Prompt file of the with-reference rating")
     without_reference: str | None = Field(None, description="Prompt file of the reference-free rating")
 

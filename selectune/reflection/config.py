@@ -66,6 +66,7 @@ class ReflectionPrompts(Config):
     answer)``, checked when the config loads; the project-written ones by default. A file's text is part of every
     teacher cache key and of the stage's key, so a new prompt never reuses old replies."""
 
+    paths: ClassVar[tuple[str, ...]] = ("reflect_instruction", "reflect_response")
     reflect_instruction: str | None = Field(None, description="Instruction reflection prompt file; its reply must "
                                             "hold [New Instruction] ... [End] and [New Answer] ... [End]")
     reflect_response: str | None = Field(None, description="Response reflection prompt file; its reply must hold "

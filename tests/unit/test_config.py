@@ -28,6 +28,8 @@ def test_recipe_loads(recipe: Path) -> None:
     assert isinstance(cfg, PipelineConfig)
     assert cfg.selectit.models
     assert cfg.experiment != PipelineConfig().experiment  # each recipe names its own experiment
+    data = Path(cfg.data.input)  # read from the recipe's folder: there, or the shared data beside the checkout
+    assert data.exists() or "shared" in data.parts, data
 
 
 def test_no_config_means_defaults() -> None:
@@ -119,3 +121,34 @@ def test_old_field_names_still_load_with_a_warning(tmp_path: Path) -> None:
 def test_old_and_new_name_together_is_an_error() -> None:
     with pytest.raises(ValidationError, match="both 'k' and 'top_k' given"):
         SelectionConfig(k=3, top_k=4)
+
+
+def test_relative_paths_are_read_from_the_recipe_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from selectune.core.config import load_stage_config
+    from selectune.experiment import load_experiment
+
+    folder = tmp_path / "recipes"
+    (folder / "prompts").mkdir(parents=True)
+    (folder / "prompts" / "rate.txt").write_text("Rate it from 1 to 5.\n", encoding="utf-8")
+    recipe = folder / "r.yaml"
+    recipe.write_text("run_dir: runs/a\ndata: {input: ../data/set.json}\n"
+                      "selectit: {rating_prompts_file: prompts/rate.txt}\n"
+                      "eval: {heldout: hf://owner/name, lm_eval_include_path: /abs/tasks}\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path.parent)  # another working directory
+    cfg = load_config(recipe)
+    assert cfg.run_dir == str(folder / "runs/a") and cfg.data.input == str(folder / "../data/set.json")
+    assert cfg.selectit.rating_prompts_file == str(folder / "prompts/rate.txt")
+    assert (cfg.eval.heldout, cfg.eval.lm_eval_include_path) == ("hf://owner/name", "/abs/tasks")  # left alone
+    stage = load_stage_config(SelectITConfig, "selectit", recipe)
+    assert stage.rating_prompts_file == str(folder / "prompts/rate.txt")
+    experiment = folder / "e.yaml"
+    experiment.write_text("arms: {a: {data: {input: x.json}}, b: {}}\nseeds: [0]\n", encoding="utf-8")
+    base, grid = load_experiment(experiment)
+    assert grid.arms["a"]["data"]["input"] == str(folder / "x.json")
+
+
+def test_the_default_input_is_the_demo_set_shipped_in_the_package() -> None:
+    import selectune
+
+    path = Path(PipelineConfig().data.input)
+    assert path.is_file() and path.is_relative_to(Path(selectune.__file__).parent)

@@ -1,4 +1,4 @@
-"""Tests for the bundled demo dataset data/demo/demo.json."""
+"""Tests for the bundled demo dataset selectune/data/demo/demo.json."""
 
 from __future__ import annotations
 
