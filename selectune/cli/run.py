@@ -30,11 +30,19 @@ def run_cmd(config: Annotated[Path | None, typer.Option(help="YAML recipe (Pipel
         cfg.data.limit = limit
     if run_dir is not None:
         cfg.run_dir = run_dir
+    from selectune.core.rundir import RunDirLocked, holder
+
+    if cfg.run_dir and (pid := holder(cfg.run_dir)):  # before any server or model starts
+        fail(f"run dir {cfg.run_dir} is in use by another run ({pid}); wait for it to finish or choose another "
+             "--run-dir")
     from flows.curate import run_pipeline
     from selectune.cli.server import prefect_api
 
-    with prefect_api():  # a temporary Prefect server dies with this command, even on SIGKILL
-        summary = run_pipeline(cfg)
+    try:
+        with prefect_api():  # a temporary Prefect server dies with this command, even on SIGKILL
+            summary = run_pipeline(cfg)
+    except RunDirLocked as err:  # taken between the check above and the flow's own lock
+        fail(str(err))
     typer.echo(json.dumps(summary, indent=2, default=str))
     if "promotion" in summary:
         typer.echo(f"\npromotion of {summary.get('model_uri', 'the latest version')}: {summary['promotion_reason']} "

@@ -23,6 +23,21 @@ class RunDirLocked(RuntimeError):
     """Another live process is writing to this run directory."""
 
 
+def holder(run_dir: str | Path) -> str | None:
+    """Who holds the run dir's lock now (the holder's pid and start time), or None when it is free."""
+    lock = Path(run_dir) / LOCK_FILE
+    if not lock.is_file():
+        return None
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        return lock.read_text(encoding="utf-8", errors="replace").strip() or "unknown"
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def locked(run_dir: str | Path) -> Iterator[Path]:
     """Hold the run dir's lock (created if missing) for the duration of the block."""

@@ -149,3 +149,24 @@ def test_a_killed_run_leaves_no_prefect_server_behind(tmp_path, tiny_model, mlfl
     while any(_alive(s) for s in servers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(s) for s in servers), f"orphaned Prefect server(s) {servers}"
+
+
+def test_a_second_run_on_the_same_dir_exits_at_once_naming_the_holder(tmp_path, tiny_model, mlflow_store) -> None:
+    home = Path(os.environ["SELECTUNE_HOME"]) / f"lock-{tmp_path.name}"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(SELECTUNE_HOME=str(home), MLFLOW_TRACKING_URI=mlflow_store, PREFECT_HOME=str(tmp_path / "prefect"))
+    recipe = _recipe(tmp_path, _dataset(tmp_path / "d.jsonl", 150), tiny_model, tmp_path / "run", batch_size=1)
+    first = subprocess.Popen([SELECTUNE, "run", "--config", str(recipe)], env=env, cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lock = tmp_path / "run" / ".selectune.lock"
+    deadline = time.monotonic() + 180
+    while not (lock.is_file() and lock.read_text().strip()) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    holder = json.loads(lock.read_text())
+    second = subprocess.run([SELECTUNE, "run", "--config", str(recipe)], env=env, cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert first.poll() is None, "the first run ended before the second was refused: make its data larger"
+    assert second.returncode == 2 and "is in use by another run" in second.stderr
+    assert f"\"pid\": {holder['pid']}" in second.stderr and holder["pid"] == first.pid
+    assert first.wait(timeout=600) == 0, first.stderr.read()[-3000:]
+    assert (tmp_path / "run" / "select" / "manifest.json").is_file()
