@@ -18,6 +18,7 @@ from selectune.core.lora import META, load_adapter
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 HISTORY = "selectune.champion_history"  # registered-model tag: the versions that were champion, oldest first
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_code.py")  # the registered model, as code (models-from-code)
 
 
 def log_and_register(adapter_dir: str | Path, name: str, tags: dict[str, str]) -> str:
@@ -31,7 +32,6 @@ def log_and_register(adapter_dir: str | Path, name: str, tags: dict[str, str]) -
     from mlflow.tracking import MlflowClient
     from mlflow.types import ColSpec, Schema
 
-    from selectune.tracking.adapter_model import AdapterModel
 
     reqs = [f"torch=={torch.__version__.split('+')[0]}", f"transformers=={transformers.__version__}",
             f"peft=={peft.__version__}", "safetensors"]
@@ -39,7 +39,7 @@ def log_and_register(adapter_dir: str | Path, name: str, tags: dict[str, str]) -
                                Schema([ColSpec("string")]))
     with warnings.catch_warnings():  # no input example: MLflow would load the model to validate it
         warnings.filterwarnings("ignore", message=".*input example", category=UserWarning)
-        info = mlflow.pyfunc.log_model(name="model", python_model=AdapterModel(),
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_CODE),  # code, not a pickle
                                        artifacts={"adapter": str(adapter_dir)}, registered_model_name=name,
                                        pip_requirements=reqs, signature=signature)
     version = info.registered_model_version

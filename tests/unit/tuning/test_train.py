@@ -143,6 +143,9 @@ def test_registry_round_trip(trained: sft.TrainResult, mlflow_store: str) -> Non
     replies = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"instruction": ["Add two and three."]}),
                                                     params={"max_new_tokens": 3})
     assert len(replies) == 1 and isinstance(replies[0], str)
+    files = [p.name for p in Path(mlflow.artifacts.download_artifacts(uri)).rglob("*")]
+    assert "python_model.pkl" not in files and "pyfunc_code.py" in files  # models-from-code: no pickle to load
+    assert not [f for f in files if f.endswith((".pkl", ".pickle", ".bin"))]
 
 
 KILLER = """
