@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.fixtures import ROOT
+from tests.fixtures import ROOT, hygiene
 from tests.fixtures.tiny import build_tiny_embedder, build_tiny_model
 
 # Isolate every test session: its own caches and fingerprints. Converted embedded models (a one-off 20-50 s
@@ -20,6 +20,20 @@ _TEST_MODELS = Path(os.environ.get("SELECTUNE_TEST_MODELS", ROOT / ".selectune-t
 _TEST_MODELS.mkdir(parents=True, exist_ok=True)
 (_SESSION_HOME / "models").symlink_to(_TEST_MODELS.resolve(), target_is_directory=True)
 os.environ["SELECTUNE_HOME"] = str(_SESSION_HOME)
+_REPO_AT_START = hygiene.repo_state(ROOT)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the session when a test wrote inside the repository or left a process running."""
+    problems = []
+    if written := hygiene.new_in_repo(ROOT, _REPO_AT_START):
+        problems.append("tests wrote inside the repository: " + "; ".join(written[:20]))
+    if alive := hygiene.survivors(os.getpid()):
+        problems.append("processes started by the tests are still running: "
+                        + "; ".join(f"{pid} {cmd[:160]}" for pid, cmd in alive.items()))
+    if problems:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        session.config.get_terminal_writer().line("\n".join(["", "TEST HYGIENE:", *problems]), red=True)
 os.environ.update({"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1",
                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TOKENIZERS_PARALLELISM": "false"})
 
