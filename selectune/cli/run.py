@@ -30,11 +30,14 @@ def run_cmd(config: Annotated[Path | None, typer.Option(help="YAML recipe (Pipel
         cfg.data.limit = limit
     if run_dir is not None:
         cfg.run_dir = run_dir
+    from selectune.cli.preflight import check
     from selectune.core.rundir import RunDirLocked, holder
 
     if cfg.run_dir and (pid := holder(cfg.run_dir)):  # before any server or model starts
         fail(f"run dir {cfg.run_dir} is in use by another run ({pid}); wait for it to finish or choose another "
              "--run-dir")
+    if problems := check(cfg):
+        fail("\n  ".join(["not started: a service the run needs does not answer", *problems]))
     from flows.curate import run_pipeline
     from selectune.cli.server import prefect_api
 
@@ -100,8 +103,11 @@ def experiment_cmd(config: Annotated[Path, typer.Option(help="Experiment recipe:
     except (ValidationError, ValueError, OSError, yaml.YAMLError) as err:
         fail(f"{config}: {err}")
     from flows.experiment import experiment
+    from selectune.cli.preflight import check
     from selectune.cli.server import prefect_api
 
+    if problems := check(base):
+        fail("\n  ".join(["not started: a service the experiment needs does not answer", *problems]))
     with prefect_api():
         res = experiment(base, grid, name or config.stem, run_dir)
     typer.echo(f"\noutputs: {res['run_dir']}\nMLflow run {res['mlflow_run_id']} in {res['mlflow_tracking_uri']}")

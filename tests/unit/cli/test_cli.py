@@ -342,3 +342,31 @@ def test_run_rejects_invalid_recipe(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert str(recipe) in result.output
     assert "selectit.rating_scale" in result.output
+
+
+def test_run_stops_before_any_work_when_a_service_does_not_answer(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unreachable MLflow server or teacher endpoint: exit 2 at once, naming the URL and what to do; nothing
+    is written. A Prefect API that does not answer, in a fresh process (Prefect reads its settings at import)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"run_dir: {tmp_path / 'run'}\n", encoding="utf-8")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    result = invoke("run", "--config", recipe)
+    assert result.exit_code == 2 and f"MLflow tracking server http://127.0.0.1:{port} is unreachable" in result.output
+    assert "unset MLFLOW_TRACKING_URI" in result.output and not (tmp_path / "run").exists()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    recipe.write_text(f"run_dir: {tmp_path / 'run'}\nreflection: {{enabled: true, teacher: {{backend: openai, "
+                      f"model: m, base_url: 'http://127.0.0.1:{port}/v1'}}}}\n", encoding="utf-8")
+    result = invoke("run", "--config", recipe)
+    assert result.exit_code == 2 and f"teacher endpoint http://127.0.0.1:{port}/v1 is unreachable" in result.output
+    env = {**__import__("os").environ, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
+    recipe.write_text(f"run_dir: {tmp_path / 'run'}\n", encoding="utf-8")
+    proc = subprocess.run([str(Path(sys.executable).parent / "selectune"), "run", "--config", str(recipe)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and f"Prefect API http://127.0.0.1:{port}/api is unreachable" in proc.stderr
+    assert not (tmp_path / "run").exists()
