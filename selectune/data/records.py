@@ -193,6 +193,11 @@ def load_records(
             kept.append(record)
     if fmt_name in ("alpaca-json", "jsonl") and n_sharegpt and not n_alpaca:
         fmt_name = "sharegpt"
+    if rejected and not kept:  # skip mode, nothing left: an error, not an empty run
+        first = rejected[0]
+        where = f"row {first.row}" + (f", field '{first.field}'" if first.field else "")
+        raise DataValidationError(source, f"no valid records: {len(rejected)} rejected of {rows_read} rows "
+                                  f"(first: {where}: {first.reason})")
     if rejected:
         log.warning("%s: rejected %d of %d rows", source, len(rejected), rows_read)
     if dups:
