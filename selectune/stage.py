@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -20,6 +21,7 @@ from pydantic import BaseModel, TypeAdapter
 from selectune.tracking import runs
 
 MANIFEST = "manifest.json"
+log = logging.getLogger(__name__)
 Outputs = TypeVar("Outputs")  # a stage's outputs dataclass
 
 
@@ -56,6 +58,14 @@ def write_manifest(stage_dir: Path, data: dict[str, Any]) -> None:
     tmp.replace(stage_dir / MANIFEST)
 
 
+def missing_outputs(outputs: Any) -> list[str]:
+    """The output files or folders a stage's outputs name that do not exist."""
+    import dataclasses
+
+    return [f"{f.name} {value}" for f in dataclasses.fields(outputs)
+            if isinstance(value := getattr(outputs, f.name), Path) and not value.exists()]
+
+
 def run_stage(name: str, run_dir: str | Path, config: BaseModel, inputs: dict[str, str],
               body: Callable[[Path], tuple[Outputs, dict[str, float]]], outputs_type: type[Outputs],
               parent_run_id: str | None = None, extra_params: dict[str, Any] | None = None) -> StageResult[Outputs]:
@@ -68,6 +78,10 @@ def run_stage(name: str, run_dir: str | Path, config: BaseModel, inputs: dict[st
     key = stage_key(config, inputs)
     manifest = read_manifest(stage_dir)
     skipped = manifest is not None and manifest.get("key") == key
+    if skipped and (gone := missing_outputs(adapter.validate_python(manifest["outputs"]))):  # type: ignore[index]
+        log.warning("%s: outputs recorded in the manifest are gone (%s); running the stage again", stage_dir,
+                    ", ".join(gone))
+        skipped = False
     ctx: Any = nullcontext(None)
     if parent_run_id is not None:
         import mlflow

@@ -39,6 +39,9 @@ def test_outputs_are_typed_and_a_matching_manifest_skips(tmp_path: Path) -> None
     run_stage("demo", tmp_path, cfg, {"input": "d2"}, body, Outputs)  # new input: runs again
     run_stage("demo", tmp_path, cfg.model_copy(update={"limit": 2}), {"input": "d2"}, body, Outputs)  # new config
     assert len(calls) == 3
+    (tmp_path / "demo" / "t.txt").unlink()  # the manifest matches, but its output is gone: run again
+    rerun = run_stage("demo", tmp_path, cfg.model_copy(update={"limit": 2}), {"input": "d2"}, body, Outputs)
+    assert not rerun.skipped and len(calls) == 4 and (tmp_path / "demo" / "t.txt").is_file()
 
 
 def test_a_failed_body_leaves_no_manifest(tmp_path: Path) -> None:
