@@ -39,8 +39,9 @@ def recycle_stage(cfg: ReflectionConfig, records: str | Path, run_dir: str | Pat
         res = recycle(pd.read_parquet(records), cfg, api_key=api_key)
         outputs = RecycleOutputs(**write_outputs(res, out))
         if parent_run_id:
-            from selectune.tracking.prompts import log_prompts
+            from selectune.tracking.prompts import flush_traces, log_prompts
 
+            flush_traces()  # every teacher call's span is stored before the stage's run ends
             log_prompts({f"reflect-{kind}": Path(path or builtin_file(kind)).read_text(encoding="utf-8")
                          for kind, path in (("instruction", cfg.prompts.reflect_instruction),
                                             ("response", cfg.prompts.reflect_response))})

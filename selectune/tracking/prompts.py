@@ -43,6 +43,16 @@ def log_prompts(prompts: Mapping[str, str]) -> dict[str, str]:
     return uris
 
 
+def flush_traces() -> None:
+    """Write out the trace spans still queued for export (MLflow exports them in the background)."""
+    import mlflow
+
+    try:
+        mlflow.flush_trace_async_logging()
+    except Exception as err:  # noqa: BLE001 - tracing must never fail a stage
+        log.warning("trace spans not flushed: %s", err)
+
+
 def trace_call(name: str, messages: Any, reply: str, attributes: Mapping[str, Any], start_ns: int,
                end_ns: int) -> None:
     """One LLM span in the active run's experiment, linked to the run: the messages in, the reply out, and

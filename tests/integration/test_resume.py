@@ -130,11 +130,11 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
-def test_a_killed_run_leaves_no_prefect_server_behind(tmp_path, tiny_model, mlflow_store) -> None:
+def test_a_killed_run_leaves_no_prefect_server_behind(tmp_path, tiny_model, mlflow_store, prefect_home) -> None:
     """SIGKILL to `selectune run` alone (not its process group): the temporary Prefect server it started dies too."""
     home = Path(os.environ["SELECTUNE_HOME"]) / f"orphan-{tmp_path.name}"
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update(SELECTUNE_HOME=str(home), MLFLOW_TRACKING_URI=mlflow_store, PREFECT_HOME=str(tmp_path / "prefect"))
+    env.update(SELECTUNE_HOME=str(home), MLFLOW_TRACKING_URI=mlflow_store, PREFECT_HOME=str(prefect_home))
     recipe = _recipe(tmp_path, _dataset(tmp_path / "d.jsonl", 8), tiny_model, tmp_path / "run")
     proc = subprocess.Popen([SELECTUNE, "run", "--config", str(recipe)], env=env, cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -151,11 +151,12 @@ def test_a_killed_run_leaves_no_prefect_server_behind(tmp_path, tiny_model, mlfl
     assert not any(_alive(s) for s in servers), f"orphaned Prefect server(s) {servers}"
 
 
-def test_a_second_run_on_the_same_dir_exits_at_once_naming_the_holder(tmp_path, tiny_model, mlflow_store) -> None:
+def test_a_second_run_on_the_same_dir_exits_at_once_naming_the_holder(tmp_path, tiny_model, mlflow_store,
+                                                                      prefect_home) -> None:
     home = Path(os.environ["SELECTUNE_HOME"]) / f"lock-{tmp_path.name}"
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env.update(SELECTUNE_HOME=str(home), MLFLOW_TRACKING_URI=mlflow_store, PREFECT_HOME=str(tmp_path / "prefect"))
-    recipe = _recipe(tmp_path, _dataset(tmp_path / "d.jsonl", 150), tiny_model, tmp_path / "run", batch_size=1)
+    env.update(SELECTUNE_HOME=str(home), MLFLOW_TRACKING_URI=mlflow_store, PREFECT_HOME=str(prefect_home))
+    recipe = _recipe(tmp_path, _dataset(tmp_path / "d.jsonl", 60), tiny_model, tmp_path / "run", batch_size=1)
     first = subprocess.Popen([SELECTUNE, "run", "--config", str(recipe)], env=env, cwd=tmp_path,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lock = tmp_path / "run" / ".selectune.lock"

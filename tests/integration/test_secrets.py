@@ -23,9 +23,9 @@ def _hits(root: Path, needles: list[bytes]) -> list[str]:
 
 
 @pytest.mark.parametrize("source", ["environment", "secret_block"])
-def test_the_teacher_key_is_written_nowhere(tmp_path, tiny_model, source) -> None:
+def test_the_teacher_key_is_written_nowhere(tmp_path, tiny_model, prefect_home, source) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "OPENAI_API_KEY")}
-    env.update(SELECTUNE_HOME=str(tmp_path / "home"), PREFECT_HOME=str(tmp_path / "prefect"),
+    env.update(SELECTUNE_HOME=str(tmp_path / "home"), PREFECT_HOME=str(prefect_home),
                MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
     data = tmp_path / "d.json"
     data.write_text(json.dumps([{"instruction": f"Explain item {i} in detail.", "input": "",
@@ -35,7 +35,8 @@ def test_the_teacher_key_is_written_nowhere(tmp_path, tiny_model, source) -> Non
         env["OPENAI_API_KEY"] = KEY
     else:  # saved into PREFECT_HOME's database, read by the recycling task
         teacher["api_key_secret"] = "teacher-key"
-        save = "from prefect.blocks.system import Secret; import sys; Secret(value=sys.argv[1]).save('teacher-key')"
+        save = ("import sys; from prefect.blocks.system import Secret; from selectune.cli.server import prefect_api\n"
+                "with prefect_api(): Secret(value=sys.argv[1]).save('teacher-key', overwrite=True)")
         subprocess.run([sys.executable, "-c", save, KEY], env=env, check=True, capture_output=True, timeout=300)
     with FakeOpenAI({"reflector": True}) as srv:
         recipe = tmp_path / "r.json"
@@ -51,6 +52,6 @@ def test_the_teacher_key_is_written_nowhere(tmp_path, tiny_model, source) -> Non
     assert run.returncode == 0, run.stderr[-3000:]
     assert srv.total > 0 and sent == {f"Bearer {KEY}"}  # the key was used
     needles = [KEY.encode(), KEY[3:].encode()]  # also without its prefix
-    assert (tmp_path / "prefect").is_dir() and list((tmp_path / "prefect").rglob("*.db"))  # Prefect's database
-    assert _hits(tmp_path, needles) == []  # Prefect keeps a Secret block's value encrypted in its database
+    assert list(prefect_home.rglob("*.db"))  # Prefect's database, shared by the tests that run the command
+    assert _hits(tmp_path, needles) == [] and _hits(prefect_home, needles) == []  # Secret blocks are encrypted
     assert not any(n in run.stdout or n in run.stderr for n in needles)
