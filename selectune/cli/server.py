@@ -88,6 +88,22 @@ def prefect_api() -> Iterator[str | None]:
     proc, url = start_server()
     try:
         with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield url
+            try:
+                yield url
+            finally:
+                drain_workers()
     finally:
         stop_server(proc)
+
+
+def drain_workers(timeout: float = 30.0) -> None:
+    """Send the logs and events Prefect still queues while the server is up: left for interpreter exit, they would
+    be retried against a stopped server (a minute or more of waiting before the command returns)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            worker.drain_all(timeout=timeout, at_exit=False)
+        except Exception:  # noqa: BLE001 - draining is best effort; the run's results are already written
+            pass
