@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 import pandas as pd
@@ -17,15 +18,26 @@ import pandas as pd
 COLUMNS = ["task", "doc_id", "metric", "value", "response"]
 
 
-def task_manager(include_path: str | None) -> Any:
+@cache
+def _manager(include_path: str | None, include_defaults: bool) -> Any:
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=include_path) if include_path else TaskManager()
+    return TaskManager(include_path=include_path, include_defaults=include_defaults)
+
+
+def task_manager(tasks: Sequence[str], include_path: str | None = None) -> Any:
+    """lm-eval's task index, built once per process: the local tasks alone when they hold every requested task
+    (indexing the thousands of standard task files takes ~25 s on a small CPU), else the standard ones too."""
+    if include_path:
+        local = _manager(str(include_path), False)
+        if set(tasks) <= set(local.all_tasks):
+            return local
+    return _manager(str(include_path) if include_path else None, True)
 
 
 def check_tasks(tasks: Sequence[str], include_path: str | None = None) -> Any:
     """The task manager, after making sure every task exists and loads its data; the error names the task."""
-    manager = task_manager(include_path)
+    manager = task_manager(tasks, include_path)
     known = set(manager.all_tasks)
     for name in tasks:
         if name not in known:
