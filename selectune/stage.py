@@ -42,7 +42,11 @@ class StageResult(Generic[Outputs]):
 
 
 def stage_key(config: BaseModel, inputs: dict[str, str]) -> str:
-    blob = json.dumps({"config": config.model_dump(mode="json"), "inputs": inputs}, sort_keys=True)
+    """What a stage's outputs depend on: its config (less the fields declared ``runtime``) and its inputs' digests
+    (files, model fingerprints, prompt files)."""
+    from selectune.core.config import output_fields
+
+    blob = json.dumps({"config": output_fields(config), "inputs": inputs}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

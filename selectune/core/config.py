@@ -25,6 +25,9 @@ class Config(BaseModel):
     renamed: ClassVar[dict[str, str]] = {}
     paths: ClassVar[tuple[str, ...]] = ()  # file/folder fields: relative ones are read from the recipe's folder
     official: ClassVar[dict[str, Any]] = {}  # field values of the released code, for ``fidelity: official``
+    # fields that change how fast or where the work runs, never what it writes: left out of the stage key, so
+    # changing them re-runs nothing (every other field is in the key)
+    runtime: ClassVar[tuple[str, ...]] = ()
 
     @model_validator(mode="before")
     @classmethod
@@ -60,6 +63,22 @@ def resolve_paths(cls: type[BaseModel], raw: dict[str, Any], folder: str | Path)
     return out
 
 
+def output_fields(config: BaseModel) -> dict[str, Any]:
+    """The config as JSON values without its (and its nested configs') ``runtime`` fields: what a stage key
+    hashes."""
+    return config.model_dump(mode="json", exclude=_runtime_exclude(type(config)) or None)
+
+
+def _runtime_exclude(cls: type[BaseModel]) -> dict[str, Any]:
+    out: dict[str, Any] = dict.fromkeys(getattr(cls, "runtime", ()), True)
+    for name, field in cls.model_fields.items():
+        sub = field.annotation
+        if name not in out and isinstance(sub, type) and issubclass(sub, BaseModel) and (
+                inner := _runtime_exclude(sub)):
+            out[name] = inner
+    return out
+
+
 def with_defaults(data: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
     """``data`` with ``defaults`` filled in where a field is not given; nested dicts fill nested configs (a dict or
     a config instance: only its fields not set explicitly)."""
@@ -85,6 +104,8 @@ class ModelOptions(Config):
 class BatchedScoring(ModelOptions):
     """Forward passes over length-sorted, padded batches (SelectIT ratings, IFD losses)."""
 
+    runtime: ClassVar[tuple[str, ...]] = ("batch_size", "max_batch_tokens", "attn_implementation")
+
     batch_size: int = Field(16, ge=1, description="Max sequences per forward pass (length-sorted batches)")
     max_batch_tokens: int | None = Field(None, ge=64, description="Max padded tokens per forward pass; default "
                                          "1024 on CPU (activations stay in cache), 32768 on GPU")
@@ -95,6 +116,8 @@ class BatchedScoring(ModelOptions):
 
 class LoRATraining(ModelOptions):
     """LoRA (peft) on a frozen base with the transformers Trainer: shared by tuning and the judge."""
+
+    runtime: ClassVar[tuple[str, ...]] = ("save_steps", "gradient_checkpointing")
 
     base: str = Field(DEFAULT_STUDENT, description="Base model: alias, local folder or hub id")
     template: Literal["auto", "alpaca", "chat"] = Field("auto", description="auto: the chat template when the "

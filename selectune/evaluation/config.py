@@ -14,6 +14,7 @@ class EvalConfig(Config):
     lm-evaluation-harness tasks and a judge's pairwise win-rate, each per item with paired bootstrap intervals."""
 
     paths: ClassVar[tuple[str, ...]] = ("heldout", "lm_eval_include_path")
+    runtime: ClassVar[tuple[str, ...]] = ("enabled", "batch_size", "judge_api_key_env", "judge_api_key_secret")
 
     enabled: bool = Field(True, description="Carve the evaluation set at load time and evaluate after tuning")
     fraction: float = Field(0.05, gt=0, lt=1, description="Share of the input held out for evaluation, by record "

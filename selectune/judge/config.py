@@ -34,6 +34,7 @@ class JudgeConfig(LoRATraining):
 
     renamed: ClassVar[dict[str, str]] = {"max_length": "max_tokens", "alpha": "ref_free_weight",
                                          "beta": "kl_weight"}
+    runtime: ClassVar[tuple[str, ...]] = (*LoRATraining.runtime, "enabled", "score_batch_size", "max_batch_tokens")
     # github.com/nusnlp/Self-J bash/finetune.kd.sh (+ finetune.kd.py, kd.py): LoRA r 16, alpha 16, dropout 0.05 on
     # q/k/v/o, lr 3e-4, 2 epochs, linear decay after 100 warm-up steps, 128 pairs per step (16 x 8), cutoff 1024,
     # loss weights 0.3 (reference-free CE) and 2 (KL)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -12,6 +12,8 @@ from selectune.core.config import Config
 class PromoteConfig(Config):
     """The gate between a newly registered model version (alias ``challenger``) and the one in use (``champion``),
     both evaluated on the same fixed evaluation set in the same run."""
+
+    runtime: ClassVar[tuple[str, ...]] = ("enabled",)
 
     enabled: bool = Field(True, description="Decide promotion after evaluation (needs tune.register_as and eval)")
     policy: Literal["gate", "always", "never", "if_not_worse"] = Field(

@@ -13,6 +13,9 @@ from selectune.core.models import DEFAULT_STUDENT, DEFAULT_TEACHER
 class TeacherConfig(ModelOptions):
     """The reflecting teacher: a local transformers model or any OpenAI-compatible endpoint."""
 
+    runtime: ClassVar[tuple[str, ...]] = ("batch_size", "concurrency", "timeout_s", "max_retries", "api_key_env",
+                                          "api_key_secret")
+
     backend: Literal["hf", "openai"] = Field("hf", description="hf: local model; openai: OpenAI-compatible API")
     model: str = Field(DEFAULT_TEACHER, description="Alias/path/hub id (hf) or the served model name")
     base_url: str | None = Field(None, description="openai: endpoint, e.g. http://127.0.0.1:8000/v1")
@@ -57,6 +60,8 @@ class IFDScoringConfig(IFDConfig):
     """IFD / reversed IFD of every scored record, added as columns (``ifd``, ``rifd``, ...) to rank by, e.g. Cherry
     LLM's selection: ``selection: {by: ifd, score_below: 1.0}``."""
 
+    runtime: ClassVar[tuple[str, ...]] = (*IFDConfig.runtime, "enabled", "use_cache")
+
     enabled: bool = Field(False, description="Score every record's IFD after SelectIT, in the pipeline flow")
     use_cache: bool = Field(True, description="Reuse IFD statistics from the content-addressed cache")
 
@@ -89,6 +94,7 @@ class ReflectionConfig(Config):
 
     # github.com/tianyi-lab/Reflection_Tuning: reflection_code/*.py (temperature 0, top_p 1, max_tokens 2048, one
     # retry of an unusable reply), selection_code/get_select_data.py (only qa and a pairs written)
+    runtime: ClassVar[tuple[str, ...]] = ("enabled", "trace_calls")
     official: ClassVar[dict[str, object]] = {"parse_retries": 1, "student": {"fidelity": "official"},
                                              "teacher": {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 2048,
                                                          "prefill": False, "repetition_penalty": 1.0}}

@@ -19,6 +19,7 @@ class SelectITConfig(BatchedScoring):
     official: ClassVar[dict[str, object]] = {"rating_scale": 5, "num_prompts": 5, "normalization": "official",
                                              "layout": "official", "std_penalty": 0.2}
     paths: ClassVar[tuple[str, ...]] = ("rating_prompts_file",)
+    runtime: ClassVar[tuple[str, ...]] = (*BatchedScoring.runtime, "use_cache")
     fidelity: Fidelity = Field("selectune", description=FIDELITY_HELP)
     models: list[str] = Field([DEFAULT_STUDENT, DEFAULT_TEACHER], min_length=1,
                               description="Raters: aliases, local folders or hub ids")

@@ -13,6 +13,7 @@ class TuneConfig(LoRATraining):
     """LoRA instruction tuning (peft) on the selected subset."""
 
     renamed: ClassVar[dict[str, str]] = {"max_length": "max_tokens"}
+    runtime: ClassVar[tuple[str, ...]] = (*LoRATraining.runtime, "enabled")
     enabled: bool = Field(True, description="Run the tuning stage in the pipeline flow")
     packing: bool = Field(False, description="Pack examples into max_tokens sequences")
     eval_fraction: float = Field(0.1, ge=0, lt=1, description="Held-out split of the selected set for eval loss")

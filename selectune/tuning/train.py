@@ -40,6 +40,7 @@ def train(cfg: TuneConfig, data_path: str | Path, output: str | Path, callbacks:
     """Train a LoRA adapter on ``data_path``; writes ``<output>/adapter`` (+ ``merged``), checkpoints under
     ``<output>/checkpoints`` and resumes from the newest one when the run key (config, data, base) matches."""
     from selectune.core import lora, models
+    from selectune.core.config import output_fields
     from selectune.core.digests import file_digest
     from selectune.data.records import load_records
 
@@ -50,7 +51,7 @@ def train(cfg: TuneConfig, data_path: str | Path, output: str | Path, callbacks:
         heldout = load_records(cfg.heldout).records
     if train_df.empty:
         raise ValueError(f"{data_path}: no training records")
-    key = lora.run_key(cfg=cfg.model_dump(mode="json"), data=file_digest(data_path), base=models.fingerprint(cfg.base))
+    key = lora.run_key(cfg=output_fields(cfg), data=file_digest(data_path), base=models.fingerprint(cfg.base))
     base = lora.load_base(cfg)
     examples, dropped = encode_frame(train_df, base.tokenizer, base.template, cfg.max_tokens)
     if not examples:
