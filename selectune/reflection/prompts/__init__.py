@@ -4,6 +4,7 @@ with its answer, or critique an answer and write a better one, between explicit 
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 # The parts of each reply with their opening marker and closing markers: a local (hf) teacher has each opening
@@ -24,11 +25,20 @@ def builtin_file(kind: str) -> str:
     return str(files("selectune.reflection.prompts") / f"reflect_{kind}.jinja")
 
 
-@cache
 def _template(kind: str, path: str | None) -> Any:
-    from selectune.core.prompts import load_prompt_file
+    """The prompt file's module, read each time (a file edited in a long-running worker is used at once) and
+    compiled once per text."""
+    source = Path(path or builtin_file(kind))
+    if not source.is_file():
+        raise ValueError(f"prompt file {source}: no such file")
+    return _compiled(source.read_text(encoding="utf-8"), str(source))
 
-    return load_prompt_file(path or builtin_file(kind), MACROS)
+
+@cache
+def _compiled(text: str, source: str) -> Any:
+    from selectune.core.prompts import prompt_module
+
+    return prompt_module(text, source, MACROS)
 
 
 def _messages(kind: str, instruction: str, input: str, answer: str, path: str | None) -> list[dict[str, str]]:

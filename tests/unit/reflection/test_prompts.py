@@ -51,6 +51,10 @@ def test_prompt_files_replace_the_built_in_prompts(tmp_path) -> None:
                     {"role": "user", "content": "Q: Translate to French (good morning)\nA: bonjour\n"
                                                 "Write [Better Answer] ... [End]."}]
     assert response_messages("Translate to French", "good morning", "bonjour") != msgs  # the built-in one
+    # edited in the same process (a long-running worker): the new text is used at once
+    path.write_text(PROMPT_FILE.replace("You rewrite data.", "You improve data."), encoding="utf-8")
+    again = response_messages("Translate to French", "good morning", "bonjour", cfg.prompts.reflect_response)
+    assert again[0] == {"role": "system", "content": "You improve data."} and again[1] == msgs[1]
 
 
 @pytest.mark.parametrize("text,message", [
@@ -93,9 +97,7 @@ def test_a_changed_prompt_file_reruns_the_stage_and_asks_the_teacher_again(tmp_p
         custom = sum(b["messages"][0]["content"] == "You rewrite data." for b in srv.bodies)
         same = recycle_stage(cfg, tmp_path / "records.parquet", tmp_path / "run")
         path.write_text(PROMPT_FILE.replace("You rewrite data.", "You improve answers."), encoding="utf-8")
-        from selectune.reflection import prompts
 
-        prompts._template.cache_clear()
         changed = recycle_stage(cfg, tmp_path / "records.parquet", tmp_path / "run")
         new_calls = srv.total - calls
     assert not first.skipped and same.skipped and not changed.skipped
