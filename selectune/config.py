@@ -12,7 +12,7 @@ from pydantic import Field
 
 from selectune.core.config import Config, resolve_paths
 from selectune.data.config import DataConfig
-from selectune.evaluation.config import EvalConfig
+from selectune.evaluation.config import EvalConfig, EvalSetConfig
 from selectune.judge.config import JudgeConfig
 from selectune.promotion.config import PromoteConfig
 from selectune.reflection.config import IFDConfig, IFDScoringConfig, ReflectionConfig, TeacherConfig
@@ -20,9 +20,9 @@ from selectune.selection.config import SelectionConfig
 from selectune.selectit.config import SelectITConfig
 from selectune.tuning.config import TuneConfig
 
-__all__ = ["DataConfig", "EvalConfig", "IFDConfig", "IFDScoringConfig", "JudgeConfig", "PipelineConfig",
-           "PromoteConfig", "ReflectionConfig", "ScaleConfig", "SelectITConfig", "SelectionConfig", "TeacherConfig",
-           "TuneConfig", "load_config"]
+__all__ = ["DataConfig", "EvalConfig", "EvalSetConfig", "IFDConfig", "IFDScoringConfig", "JudgeConfig",
+           "PipelineConfig", "PromoteConfig", "ReflectionConfig", "ScaleConfig", "SelectITConfig", "SelectionConfig",
+           "TeacherConfig", "TuneConfig", "load_config"]
 
 
 class ScaleConfig(Config):

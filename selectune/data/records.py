@@ -248,6 +248,17 @@ def export_alpaca(df: pd.DataFrame, path: str | Path) -> Path:
     return out
 
 
+TEXT_COLUMNS = ["id", "instruction", "input", "output", "label"]
+
+
+def text_digest(path: str | Path) -> str:
+    """Digest of a data file's records as a model trains or is judged on them (ids, texts and labels, in row
+    order): the score columns the scoring stages add do not change it."""
+    from selectune.core.digests import table_digest
+
+    return table_digest(load_records(path).records, TEXT_COLUMNS)
+
+
 def subset_digest(path: str | Path) -> str:
     """Digest of a data file's record ids in sorted order, independent of row order: "did the subset change?".
     Parquet files written by the stages are read by their id column alone; other files are loaded (ids derive

@@ -9,14 +9,11 @@ from pydantic import Field
 from selectune.core.config import Config
 
 
-class EvalConfig(Config):
-    """A fixed evaluation set and the measurements every compared model gets on it: reference-answer loss,
-    lm-evaluation-harness tasks and a judge's pairwise win-rate, each per item with paired bootstrap intervals."""
+class EvalSetConfig(Config):
+    """Which records are the evaluation set (the ``evalset`` stage's config): only these fields re-carve it."""
 
-    paths: ClassVar[tuple[str, ...]] = ("heldout", "lm_eval_include_path")
-    runtime: ClassVar[tuple[str, ...]] = ("enabled", "batch_size", "judge_api_key_env", "judge_api_key_secret")
+    paths: ClassVar[tuple[str, ...]] = ("heldout",)
 
-    enabled: bool = Field(True, description="Carve the evaluation set at load time and evaluate after tuning")
     fraction: float = Field(0.05, gt=0, lt=1, description="Share of the input held out for evaluation, by record "
                             "id hash (the same records for every run over the same input; never trained on)")
     max_records: int | None = Field(500, ge=1, description="Evaluate at most this many held-out records (those "
@@ -24,6 +21,16 @@ class EvalConfig(Config):
                                     "trained on")
     heldout: str | None = Field(None, description="An explicit evaluation set (any data format) instead of the "
                                 "carve-out; records with the same ids are removed from the training pool")
+
+
+class EvalConfig(EvalSetConfig):
+    """A fixed evaluation set and the measurements every compared model gets on it: reference-answer loss,
+    lm-evaluation-harness tasks and a judge's pairwise win-rate, each per item with paired bootstrap intervals."""
+
+    paths: ClassVar[tuple[str, ...]] = ("heldout", "lm_eval_include_path")
+    runtime: ClassVar[tuple[str, ...]] = ("enabled", "batch_size", "judge_api_key_env", "judge_api_key_secret")
+
+    enabled: bool = Field(True, description="Carve the evaluation set at load time and evaluate after tuning")
     reference_loss: bool = Field(True, description="Loss and perplexity of each reference answer (response tokens "
                                  "only, the training masking)")
     max_tokens: int = Field(512, ge=16, description="Token limit per (prompt, reference) pair for the loss")
@@ -46,3 +53,7 @@ class EvalConfig(Config):
     bootstrap_resamples: int = Field(1000, ge=100, description="Paired bootstrap resamples for every interval")
     confidence: float = Field(0.95, gt=0.5, lt=1, description="Level of the bootstrap intervals")
     seed: int = Field(0, description="Seed of the bootstrap")
+
+    def carving(self) -> EvalSetConfig:
+        """The fields that choose the evaluation set."""
+        return EvalSetConfig.model_validate(self.model_dump(include=set(EvalSetConfig.model_fields)))

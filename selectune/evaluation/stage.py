@@ -62,7 +62,7 @@ def evalset_stage(cfg: EvalConfig, records: str | Path, run_dir: str | Path,
             mlflow.set_tag("selectune.eval_set_digest", digest)
         return outputs, {"records_in": len(df), "pool_records": len(pool), "eval_records": len(evaluated), **m}
 
-    return run_stage("evalset", run_dir, cfg, inputs, body, EvalSetOutputs, parent_run_id)
+    return run_stage("evalset", run_dir, cfg.carving(), inputs, body, EvalSetOutputs, parent_run_id)
 
 
 def load_judge(cfg: EvalConfig, api_key: str | None = None) -> Any:

@@ -67,12 +67,13 @@ def judge_stage(cfg: JudgeConfig, records: str | Path, run_dir: str | Path, pare
     """Write ``<run_dir>/judge/``: labels.parquet, adapter/, eval.parquet, coverage.png; with a parent MLflow run,
     log them and register the judge as ``cfg.register_as`` (output ``model_uri``)."""
     from selectune.core import models
+    from selectune.data.records import text_digest
 
     ref = model_under_eval or cfg.model
     if not ref:
         raise ValueError("judge stage: no model under evaluation; pass the tune stage's adapter folder or "
                          "models:/ URI, or set judge.model")
-    inputs = {"records": file_digest(records), "model_under_eval": model_digest(ref),
+    inputs = {"records": text_digest(records), "model_under_eval": model_digest(ref),
               "base": models.fingerprint(cfg.base), "embedder": models.fingerprint(cfg.embedder)}
     for kind in ("with_reference", "without_reference"):
         if path := getattr(cfg.prompts, kind):

@@ -28,8 +28,9 @@ def tune_stage(cfg: TuneConfig, selected: str | Path, run_dir: str | Path, paren
     vs tuned, and with a parent MLflow run log the adapter and register it as ``cfg.register_as``
     (output ``model_uri``). A killed run resumes from its last checkpoint when re-run."""
     from selectune.core import models
+    from selectune.data.records import text_digest
 
-    inputs = {"selected": file_digest(selected), "base": models.fingerprint(cfg.base)}
+    inputs = {"selected": text_digest(selected), "base": models.fingerprint(cfg.base)}
     if cfg.heldout:
         inputs["heldout"] = file_digest(cfg.heldout)
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from selectune.config import (
     DataConfig,
     EvalConfig,
+    EvalSetConfig,
     IFDScoringConfig,
     JudgeConfig,
     PromoteConfig,
@@ -25,14 +26,14 @@ from selectune.config import (
 from selectune.reflection.prompts import builtin_file as reflection_prompt
 from selectune.stage import stage_key
 
-STAGE_CONFIGS = (DataConfig, EvalConfig, IFDScoringConfig, JudgeConfig, PromoteConfig, ReflectionConfig,
+STAGE_CONFIGS = (DataConfig, EvalSetConfig, EvalConfig, IFDScoringConfig, JudgeConfig, PromoteConfig, ReflectionConfig,
                  SelectionConfig, SelectITConfig, TuneConfig)
 SCORING = {"batch_size", "max_batch_tokens", "attn_implementation"}
 TRAINING = {"save_steps", "gradient_checkpointing"}
 # The reviewed list of fields that cannot change what a stage writes (speed, transport, secrets' names, whether the
 # stage runs at all). Declaring another field ``runtime`` in a config needs the same change here.
 RUNTIME: dict[str, set[str]] = {
-    "DataConfig": set(), "SelectionConfig": set(), "PromoteConfig": {"enabled"},
+    "DataConfig": set(), "EvalSetConfig": set(), "SelectionConfig": set(), "PromoteConfig": {"enabled"},
     "EvalConfig": {"enabled", "batch_size", "judge_api_key_env", "judge_api_key_secret"},
     "SelectITConfig": SCORING | {"use_cache"},
     "IFDScoringConfig": SCORING | {"enabled", "use_cache"},
