@@ -47,6 +47,14 @@ class Encoded:
     truncated: bool
 
 
+class TooLong(ValueError):
+    """A text over the token limit with ``truncation='error'``; ``row`` is its position in the texts."""
+
+    def __init__(self, row: int, tokens: int, limit: int) -> None:
+        super().__init__(f"prompt {row} has {tokens} tokens > max_length {limit} (truncation='error')")
+        self.row, self.tokens, self.limit = row, tokens, limit
+
+
 def encode(tokenizer: Any, texts: Sequence[str], tail: str, max_length: int, truncation: str = "right",
            add_special_tokens: bool = True) -> list[Encoded]:
     """Tokenize full texts; over-long ones keep their head and the tokens of ``tail`` (the answer cue)."""
@@ -57,7 +65,7 @@ def encode(tokenizer: Any, texts: Sequence[str], tail: str, max_length: int, tru
         if len(ids) <= max_length:
             out.append(Encoded(ids, False))
         elif truncation == "error":
-            raise ValueError(f"prompt {row} has {len(ids)} tokens > max_length {max_length} (truncation='error')")
+            raise TooLong(row, len(ids), max_length)
         else:
             out.append(Encoded(ids[: max_length - n_tail] + ids[-n_tail:], True))
     return out

@@ -102,6 +102,15 @@ def build_texts(df: pd.DataFrame, prompts: list[str], layout: str, tokenizer: ob
     return [before + t + after for t in texts], rating.ANSWER_SUFFIX + after
 
 
+def too_long(df: pd.DataFrame, row: int, prompt: int, err: Any) -> ValueError:
+    """The error of a record over selectit.max_tokens under ``truncation: error``, naming the record."""
+    rec = df.iloc[row]
+    return ValueError(f"record {rec['id']} (row {row + 1}, instruction {str(rec['instruction'])[:60]!r}): its "
+                      f"instruction, input and output with rating prompt {prompt + 1} take {err.tokens} tokens, over "
+                      f"selectit.max_tokens {err.limit}; with selectit.truncation: error over-long records are "
+                      "refused (truncation: right cuts the end of the output, keeping the answer cue)")
+
+
 def rate(df: pd.DataFrame, model_name: str, cfg: SelectITConfig, prompts: list[str],
          cache: Cache | None = None, progress: bool = True) -> RaterResult:
     """Rating-token probabilities of one rater for every (record, prompt) pair, cache first."""
@@ -129,8 +138,11 @@ def rate(df: pd.DataFrame, model_name: str, cfg: SelectITConfig, prompts: list[s
         try:
             token_ids = rating_token_ids(tok, cfg.rating_scale)
             texts, tail = build_texts(df, prompts, cfg.layout, tok)
-            enc = lm.encode(tok, [texts[i] for i in todo], tail, cfg.max_tokens, cfg.truncation,
-                                   add_special_tokens=cfg.layout == "official")
+            try:
+                enc = lm.encode(tok, [texts[i] for i in todo], tail, cfg.max_tokens, cfg.truncation,
+                                add_special_tokens=cfg.layout == "official")
+            except lm.TooLong as err:
+                raise too_long(df, todo[err.row] // r, todo[err.row] % r, err) from None
             seqs = [e.ids for e in enc]
             start = time.perf_counter()
             bar = tqdm(total=len(todo), desc=f"SelectIT {result.key}", unit="rating", disable=not progress)
@@ -194,7 +206,10 @@ def rate_vllm(df: pd.DataFrame, model_name: str, cfg: SelectITConfig, prompts: l
 
     tok = engine.tokenizer()
     texts, tail = build_texts(df, prompts, cfg.layout, tok)
-    enc = lm.encode(tok, texts, tail, cfg.max_tokens, cfg.truncation, add_special_tokens=cfg.layout == "official")
+    try:
+        enc = lm.encode(tok, texts, tail, cfg.max_tokens, cfg.truncation, add_special_tokens=cfg.layout == "official")
+    except lm.TooLong as err:
+        raise too_long(df, err.row // len(prompts), err.row % len(prompts), err) from None
     start = time.perf_counter()
     probs = last_token_probs(engine, [e.ids for e in enc], rating_token_ids(tok, cfg.rating_scale), progress)
     n, r = len(df), len(prompts)

@@ -77,6 +77,19 @@ def test_truncation_keeps_answer_cue(loaded, records: pd.DataFrame) -> None:
         lm.encode(tok, [long_text], rating.ANSWER_SUFFIX, 64, truncation="error")
 
 
+def test_a_record_over_the_token_limit_is_named_when_truncation_is_error(tiny_model: str, records) -> None:
+    """Bad input: with ``truncation: error`` an over-long record stops scoring with its id, row and field; with the
+    default (right) it is cut and flagged."""
+    cfg = SelectITConfig(models=[tiny_model], dtype="float32", max_tokens=300, truncation="error")
+    prompts = rating.default_rating_prompts(5)  # record 6 takes 362-415 tokens with them, the others <= 213
+    with pytest.raises(ValueError, match=rf"record {records['id'][5]} \(row 6, instruction 'Explain what a "
+                                         r"function.*rating prompt 1 take \d+ tokens, over selectit.max_tokens 300"):
+        rate(records, tiny_model, cfg, prompts, progress=False)
+    cut = rate(records, tiny_model, cfg.model_copy(update={"truncation": "right"}), prompts, progress=False)
+    flags = cut.truncated.reshape(6, len(prompts))
+    assert flags[5].all() and not flags[:5].any()
+
+
 def test_chat_layout(loaded, records: pd.DataFrame) -> None:
     _, tok = loaded
     texts, tail = build_texts(records.head(1), ["R"], "chat", tok)
