@@ -159,6 +159,18 @@ class LoRARun:
     metrics: dict[str, float]
 
 
+def _no_args_pickle() -> Any:
+    """Trainer callback: each checkpoint without ``training_args.bin`` (a full pickle, never read on resume; the
+    optimizer, scheduler and RNG states left beside it are loaded with ``weights_only``)."""
+    from transformers import TrainerCallback
+
+    class NoArgsPickle(TrainerCallback):
+        def on_save(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+            (Path(args.output_dir) / f"checkpoint-{state.global_step}" / "training_args.bin").unlink(missing_ok=True)
+
+    return NoArgsPickle()
+
+
 def train_lora(cfg: Any, base: Base, train_set: list[dict], collator: Any, output: str | Path, key: str, *,
                eval_set: list[dict] | None = None, trainer_cls: type | None = None,
                trainer_kwargs: dict[str, Any] | None = None, args: dict[str, Any] | None = None,
@@ -195,7 +207,7 @@ def train_lora(cfg: Any, base: Base, train_set: list[dict], collator: Any, outpu
         "remove_unused_columns": False, "ddp_find_unused_parameters": False,
         "dataloader_pin_memory": dev == "cuda", **(args or {})})
     trainer = (trainer_cls or Trainer)(model=model, args=arguments, data_collator=collator, train_dataset=train_set,
-                                       eval_dataset=eval_set or None, callbacks=list(callbacks),
+                                       eval_dataset=eval_set or None, callbacks=[*callbacks, _no_args_pickle()],
                                        **(trainer_kwargs or {}))
     if arguments.should_save:
         ckpt.mkdir(parents=True, exist_ok=True)
