@@ -10,19 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import yaml
 from typer.testing import CliRunner
 
 from tests.integration.test_flow import _dataset
-
-
-@pytest.fixture(scope="module")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def test_experiment_grid(prefect_server, mlflow_store, tmp_path: Path, tiny_model: str) -> None:

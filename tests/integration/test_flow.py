@@ -12,14 +12,6 @@ from selectune.config import DataConfig, EvalConfig, PipelineConfig, SelectionCo
 from selectune.core.prompts import prompt_text
 
 
-@pytest.fixture(scope="module")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def _config(tmp_path: Path, data_file: Path, models: list[str], on_invalid: str = "error") -> PipelineConfig:
     return PipelineConfig(run_dir=str(tmp_path / "run"), experiment="flow-test",
                           data=DataConfig(input=str(data_file), on_invalid=on_invalid),

@@ -155,7 +155,7 @@ def test_data_added_twice_starts_one_debounced_retrain(service, records) -> None
     assert parent.data.metrics["records_in"] == 6  # both parts, read as one dataset
 
 
-def test_flow_against_mlflow_server(tmp_path, records, tiny_model, monkeypatch) -> None:
+def test_flow_against_mlflow_server(tmp_path, records, tiny_model, monkeypatch, prefect_home) -> None:
     """The flow with an MLflow tracking server as the tracking URI (ephemeral Prefect in a subprocess)."""
     data = tmp_path / "d.jsonl"
     _write_jsonl(data, records.drop(columns="id").to_dict("records"))
@@ -166,7 +166,7 @@ def test_flow_against_mlflow_server(tmp_path, records, tiny_model, monkeypatch) 
                                   "selection": {"top_k": 2}, "tune": {"enabled": False},
                                   "eval": {"enabled": False}}))
     with mlflow_server(tmp_path / "mlflow") as uri:
-        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PREFECT_HOME": str(prefect_home)}
         env.pop("PREFECT_API_URL", None)
         res = subprocess.run([str(Path(sys.executable).parent / "selectune"), "run", "--config", str(recipe)],
                              env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)

@@ -18,22 +18,20 @@ import pytest
 from selectune.config import ScaleConfig, SelectITConfig
 from selectune.data.records import record_id, write_parquet
 from selectune.selectit import shards
-from tests.fixtures.servers import prefect_server
 
 R = 5  # built-in rating prompts
 
 
 @pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory):
+def prefect_api(prefect_api_env: dict[str, str]):
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with prefect_server(tmp_path_factory.mktemp("prefect")) as env:
-        with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
-            yield env
-            APILogWorker.drain_all()  # send pending logs and events while the server is still up
-            EventsWorker.drain_all()
+    with temporary_settings({PREFECT_API_URL: prefect_api_env["PREFECT_API_URL"]}):
+        yield prefect_api_env
+        APILogWorker.drain_all()  # send pending logs and events while the server is still up
+        EventsWorker.drain_all()
 
 
 def _records(path: Path, n: int) -> str:
