@@ -39,7 +39,7 @@ def _recipe(tmp: Path, name: str, data: Path, model: str, embedder: str, url: st
               "selectit": {"models": [model], **tiny}, "selection": {"fraction": 0.5},
               "tune": {"enabled": False}, "eval": {"enabled": False},
               "judge": {"enabled": True, "model": model, "base": model, "embedder": embedder, "n_samples": 2,
-                        "max_new_tokens": 8, "max_steps": 40, "save_steps": 1, "batch_size": 2, "grad_accum": 1,
+                        "max_new_tokens": 8, "max_steps": 20, "save_steps": 1, "batch_size": 2, "grad_accum": 1,
                         "max_tokens": 96, "lora_dropout": 0.0, "register_as": None, **tiny}}
     path = tmp / f"{name}.json"
     path.write_text(json.dumps(recipe))
@@ -110,7 +110,7 @@ def test_kills_in_recycling_and_judge_training_resume_to_the_same_outputs(tmp_pa
     assert served == straight_calls, "every teacher reply asked for exactly once, as in the uninterrupted run"
     assert set(served.values()) == {1}
     judge = _manifest(run_dir, "judge")["metrics"]
-    assert judge["judge.resumed_from_step"] >= 2 and judge["judge.steps"] == 40
+    assert judge["judge.resumed_from_step"] >= 2 and judge["judge.steps"] == 20
     assert _manifest(tmp_path / "straight", "judge")["metrics"]["judge.resumed_from_step"] == 0
     for stage, name in (("recycle", "kept.parquet"), ("recycle", "recycled.parquet"), ("selectit", "scored.parquet"),
                         ("select", "selected.parquet"), ("judge", "labels.parquet"), ("judge", "eval.parquet")):

@@ -66,9 +66,9 @@ def test_sigkill_mid_scoring_resumes_without_recomputing(tmp_path, tiny_model, m
     home = Path(os.environ["SELECTUNE_HOME"]) / f"resume-{tmp_path.name}"
     env = {**os.environ, "SELECTUNE_HOME": str(home), "MLFLOW_TRACKING_URI": mlflow_store}
     (home).mkdir(parents=True)
-    data = _dataset(tmp_path / "d.jsonl", 80)
+    data = _dataset(tmp_path / "d.jsonl", 48)
     recipe = _recipe(tmp_path, data, tiny_model, tmp_path / "run", batch_size=1)
-    total = 80 * 5
+    total = 48 * 5
     proc = subprocess.Popen([SELECTUNE, "run", "--config", str(recipe)], env=env, cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 240
@@ -86,7 +86,7 @@ def test_sigkill_mid_scoring_resumes_without_recomputing(tmp_path, tiny_model, m
     assert res.returncode == 0, res.stderr[-3000:]
     scoring = json.loads((tmp_path / "run" / "selectit" / "manifest.json").read_text())["metrics"]
     assert scoring["cache_hits"] == done and scoring["ratings_computed"] == total - done
-    assert json.loads((tmp_path / "run" / "load" / "manifest.json").read_text())["metrics"]["records_out"] == 80
+    assert json.loads((tmp_path / "run" / "load" / "manifest.json").read_text())["metrics"]["records_out"] == 48
     assert _cache_rows(home) == total
     assert "skipped_stages\": \"load" in res.stdout
 

@@ -16,7 +16,7 @@ from tests.fixtures import ROOT
 from tests.fixtures.servers import api_call, mlflow_server, prefect_server, prefect_worker, wait_flow_run
 
 POOL = "test-pool"
-DEBOUNCE_S = 20  # retrain-on-new-data's window here (10 minutes by default)
+DEBOUNCE_S = 15  # retrain-on-new-data's window here (10 minutes by default)
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
