@@ -119,9 +119,14 @@ def prompt_module(text: str, source: str, macros: dict[str, tuple[str, ...]]) ->
     return module
 
 
-def load_prompt_file(path: str | Path, macros: dict[str, tuple[str, ...]]) -> Any:
-    """:func:`prompt_module` of a prompt file; a missing file is a ValueError naming it."""
+def read_prompt_file(path: str | Path) -> str:
+    """A prompt file's text; a missing file is a ValueError naming it."""
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"prompt file {p}: no such file")
-    return prompt_module(p.read_text(encoding="utf-8"), str(p), macros)
+    return p.read_text(encoding="utf-8")
+
+
+def load_prompt_file(path: str | Path, macros: dict[str, tuple[str, ...]]) -> Any:
+    """:func:`prompt_module` of a prompt file (see :func:`read_prompt_file`)."""
+    return prompt_module(read_prompt_file(path), str(path), macros)

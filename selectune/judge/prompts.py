@@ -34,15 +34,11 @@ Texts = tuple[str | None, str | None]  # (with-reference, reference-free) prompt
 
 def prompt_texts(prompts: Any) -> Texts:
     """The texts of a JudgePrompts' files (None where built in), each checked to define its macro."""
-    from pathlib import Path
-
-    from selectune.core.prompts import prompt_module
+    from selectune.core.prompts import prompt_module, read_prompt_file
 
     texts = []
     for with_ref, path in ((True, prompts.with_reference), (False, prompts.without_reference)):
-        if path and not Path(path).is_file():
-            raise ValueError(f"prompt file {path}: no such file")
-        text = Path(path).read_text(encoding="utf-8") if path else None
+        text = read_prompt_file(path) if path else None
         if text is not None:
             prompt_module(text, str(path), MACROS[with_ref])
         texts.append(text)

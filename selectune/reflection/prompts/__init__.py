@@ -4,7 +4,6 @@ with its answer, or critique an answer and write a better one, between explicit 
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 # The parts of each reply with their opening marker and closing markers: a local (hf) teacher has each opening
@@ -28,10 +27,10 @@ def builtin_file(kind: str) -> str:
 def _template(kind: str, path: str | None) -> Any:
     """The prompt file's module, read each time (a file edited in a long-running worker is used at once) and
     compiled once per text."""
-    source = Path(path or builtin_file(kind))
-    if not source.is_file():
-        raise ValueError(f"prompt file {source}: no such file")
-    return _compiled(source.read_text(encoding="utf-8"), str(source))
+    from selectune.core.prompts import read_prompt_file
+
+    source = path or builtin_file(kind)
+    return _compiled(read_prompt_file(source), str(source))
 
 
 @cache
