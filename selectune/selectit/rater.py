@@ -102,8 +102,10 @@ def build_texts(df: pd.DataFrame, prompts: list[str], layout: str, tokenizer: ob
     return [before + t + after for t in texts], rating.ANSWER_SUFFIX + after
 
 
-def too_long(df: pd.DataFrame, row: int, prompt: int, err: Any) -> ValueError:
-    """The error of a record over selectit.max_tokens under ``truncation: error``, naming the record."""
+def too_long(df: pd.DataFrame, index: int, n_prompts: int, err: Any) -> ValueError:
+    """The error of a record over selectit.max_tokens under ``truncation: error``, naming the record; ``index`` is
+    the rating text's position in :func:`build_texts`' record-major order."""
+    row, prompt = divmod(index, n_prompts)
     rec = df.iloc[row]
     return ValueError(f"record {rec['id']} (row {row + 1}, instruction {str(rec['instruction'])[:60]!r}): its "
                       f"instruction, input and output with rating prompt {prompt + 1} take {err.tokens} tokens, over "
@@ -142,7 +144,7 @@ def rate(df: pd.DataFrame, model_name: str, cfg: SelectITConfig, prompts: list[s
                 enc = lm.encode(tok, [texts[i] for i in todo], tail, cfg.max_tokens, cfg.truncation,
                                 add_special_tokens=cfg.layout == "official")
             except lm.TooLong as err:
-                raise too_long(df, todo[err.row] // r, todo[err.row] % r, err) from None
+                raise too_long(df, todo[err.row], r, err) from None
             seqs = [e.ids for e in enc]
             start = time.perf_counter()
             bar = tqdm(total=len(todo), desc=f"SelectIT {result.key}", unit="rating", disable=not progress)
@@ -209,7 +211,7 @@ def rate_vllm(df: pd.DataFrame, model_name: str, cfg: SelectITConfig, prompts: l
     try:
         enc = lm.encode(tok, texts, tail, cfg.max_tokens, cfg.truncation, add_special_tokens=cfg.layout == "official")
     except lm.TooLong as err:
-        raise too_long(df, err.row // len(prompts), err.row % len(prompts), err) from None
+        raise too_long(df, err.row, len(prompts), err) from None
     start = time.perf_counter()
     probs = last_token_probs(engine, [e.ids for e in enc], rating_token_ids(tok, cfg.rating_scale), progress)
     n, r = len(df), len(prompts)
