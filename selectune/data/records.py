@@ -253,9 +253,15 @@ TEXT_COLUMNS = ["id", "instruction", "input", "output", "label"]
 
 def text_digest(path: str | Path) -> str:
     """Digest of a data file's records as a model trains or is judged on them (ids, texts and labels, in row
-    order): the score columns the scoring stages add do not change it."""
+    order): the score columns the scoring stages add do not change it. Parquet files written by the stages are read
+    by those columns alone (as :func:`subset_digest` reads ids)."""
+    import pyarrow.parquet as pq
+
     from selectune.core.digests import table_digest
 
+    p = Path(path)
+    if p.suffix == ".parquet" and {"id", "instruction", "output"} <= set(names := pq.read_schema(p).names):
+        return table_digest(pd.read_parquet(p, columns=[c for c in TEXT_COLUMNS if c in names]), TEXT_COLUMNS)
     return table_digest(load_records(path).records, TEXT_COLUMNS)
 
 
