@@ -59,9 +59,27 @@ class PipelineConfig(Config):
     scale: ScaleConfig = Field(default_factory=ScaleConfig)
 
 
-def load_config(path: str | Path | None) -> PipelineConfig:
-    """Read a YAML recipe into a validated PipelineConfig (no file = defaults)."""
+def load_config(path: str | Path | None, backend: str | None = None) -> PipelineConfig:
+    """Read a YAML recipe into a validated PipelineConfig (no file = defaults); ``backend`` (hf, vllm) replaces
+    the engine of every local model: the raters, the IFD students, a local teacher, the judge's sampling."""
+    raw = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}) if path is not None else {}
+    if backend is not None:
+        raw = with_backend(raw, backend)
     if path is None:
-        return PipelineConfig()
-    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        return PipelineConfig.model_validate(raw)
     return PipelineConfig.model_validate(resolve_paths(PipelineConfig, raw, Path(path).resolve().parent))
+
+
+def with_backend(raw: dict, backend: str) -> dict:
+    """A recipe mapping with ``backend`` set in every section that runs a local model (an OpenAI-compatible
+    teacher stays remote)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for section in ("selectit", "ifd", "judge"):
+        out[section] = {**(out.get(section) or {}), "backend": backend}
+    reflection = dict(out.get("reflection") or {})
+    reflection["student"] = {**(reflection.get("student") or {}), "backend": backend}
+    teacher = dict(reflection.get("teacher") or {})
+    if teacher.get("backend", "hf") != "openai":
+        reflection["teacher"] = {**teacher, "backend": backend}
+    out["reflection"] = reflection
+    return out

@@ -119,6 +119,7 @@ def train_cmd(
     config: Annotated[Path | None, typer.Option(help="YAML: a pipeline recipe (its judge: section) or JudgeConfig "
                                                 "fields")] = None,
     n_samples: Annotated[int | None, typer.Option(help="Responses sampled per instruction")] = None,
+    backend: Annotated[Literal["hf", "vllm"] | None, option(JudgeConfig, "backend")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop training after N optimizer steps")] = None,
     register_as: Annotated[str | None, typer.Option(help="Model Registry name ('' skips registration)")] = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment")] = "selectune",
@@ -135,7 +136,7 @@ def train_cmd(
         from selectune.core.config import load_stage_config
 
         cfg = load_stage_config(JudgeConfig, "judge", config, model=model, base=base, n_samples=n_samples,
-                           max_steps=max_steps, register_as=register_as)
+                                backend=backend, max_steps=max_steps, register_as=register_as)
     except (ValidationError, OSError, yaml.YAMLError) as err:
         fail(f"{config}: {err}")
     from selectune.judge.stage import judge_stage

@@ -18,11 +18,13 @@ def reflect_cmd(
     input: Annotated[str, typer.Option("--input", "-i", help="Dataset (any supported format)")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Recycled Parquet file (every record, with "
                                          "its variant, decision and reason)")],
-    teacher: Annotated[str | None, typer.Option(help="Local alias/folder/hub id, or openai:MODEL for an "
-                                                "OpenAI-compatible endpoint; " + field_help(T, "model"))] = None,
+    teacher: Annotated[str | None, typer.Option(help="Local alias/folder/hub id (vllm:MODEL on the vLLM engine), "
+                                                "or openai:MODEL for an OpenAI-compatible endpoint; "
+                                                + field_help(T, "model"))] = None,
     base_url: Annotated[str | None, option(T, "base_url")] = None,
     api_key_env: Annotated[str | None, option(T, "api_key_env")] = None,
     student: Annotated[str | None, option(IFD, "model", "--student")] = None,
+    student_backend: Annotated[Literal["hf", "vllm"] | None, option(IFD, "backend", "--student-backend")] = None,
     template: Annotated[Literal["alpaca", "vicuna", "chat"] | None, option(IFD, "template")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print expected calls, tokens and cost; call "
                                           "nothing")] = False,
@@ -43,7 +45,7 @@ def reflect_cmd(
 ) -> None:
     """Selective Reflection-Tuning: a teacher rewrites instructions and answers, the student keeps the better."""
     teacher = teacher or TeacherConfig().model
-    backend, model = ("openai", teacher.removeprefix("openai:")) if teacher.startswith("openai:") else ("hf", teacher)
+    backend, _, model = teacher.partition(":") if teacher.startswith(("openai:", "vllm:")) else ("hf", "", teacher)
     if backend == "openai" and not base_url:
         fail("an openai:MODEL teacher needs --base-url (e.g. https://api.openai.com/v1)")
     try:
@@ -56,7 +58,8 @@ def reflect_cmd(
     cfg = build(ReflectionConfig, fidelity=fidelity, limit=limit, ifd_max=ifd_max, rifd_max=rifd_max,
                 keep_regardless=keep_regardless or None,
                 teacher={k: v for k, v in given.items() if v is not None},
-                student={k: v for k, v in {"model": student, "template": template, "dtype": dtype}.items()
+                student={k: v for k, v in {"model": student, "template": template, "dtype": dtype,
+                                                   "backend": student_backend}.items()
                          if v is not None})
     df = load_records(input, on_invalid)
     if dry_run:

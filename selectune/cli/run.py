@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -14,7 +14,10 @@ from selectune.core.settings import disable_telemetry
 
 def run_cmd(config: Annotated[Path | None, typer.Option(help="YAML recipe (PipelineConfig)")] = None,
             limit: Annotated[int | None, typer.Option(help="Only the first N records")] = None,
-            run_dir: Annotated[str | None, typer.Option(help="Output folder for this run")] = None) -> None:
+            run_dir: Annotated[str | None, typer.Option(help="Output folder for this run")] = None,
+            backend: Annotated[Literal["hf", "vllm"] | None, typer.Option(
+                help="Engine of every local model (raters, IFD students, a local teacher, the judge's sampling); "
+                     "vllm needs a CUDA GPU and pip install 'selectune[vllm]'")] = None) -> None:
     """Run the curation flow (Prefect; no server needed) and print where outputs and MLflow runs are."""
     disable_telemetry()
     import yaml
@@ -23,7 +26,7 @@ def run_cmd(config: Annotated[Path | None, typer.Option(help="YAML recipe (Pipel
     from selectune.config import load_config
 
     try:
-        cfg = load_config(config)
+        cfg = load_config(config, backend)
     except (ValidationError, OSError, yaml.YAMLError) as err:
         fail(f"{config}: {err}")
     if limit is not None:

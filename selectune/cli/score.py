@@ -28,6 +28,7 @@ def score_selectit_cmd(
     layout: Annotated[Literal["official", "chat"] | None, option(S, "layout")] = None,
     rating_prompts: Annotated[str | None, option(S, "rating_prompts_file", "--rating-prompts")] = None,
     dtype: Annotated[Dtype | None, option(S, "dtype")] = None,
+    backend: Annotated[Literal["hf", "vllm"] | None, option(S, "backend")] = None,
     rating_scale: Annotated[int | None, option(S, "rating_scale", "--rating-scale", "--k")] = None,
     std_penalty: Annotated[float | None, option(S, "std_penalty", "--std-penalty", "--alpha")] = None,
     batch_size: Annotated[int | None, option(S, "batch_size")] = None,
@@ -49,8 +50,9 @@ def score_selectit_cmd(
         fail(f"--weights {weights!r}: expected comma-separated numbers, e.g. 2,1")
     cfg = build(SelectITConfig, models=model or None, fidelity=fidelity, num_prompts=num_prompts,
                 sentence_level=sentence_level, weights=parsed, normalization=normalization, layout=layout,
-                rating_prompts_file=rating_prompts, dtype=dtype, rating_scale=rating_scale, std_penalty=std_penalty,
-                batch_size=batch_size, max_tokens=max_tokens, use_cache=False if no_cache else None)
+                rating_prompts_file=rating_prompts, dtype=dtype, backend=backend, rating_scale=rating_scale,
+                std_penalty=std_penalty, batch_size=batch_size, max_tokens=max_tokens,
+                use_cache=False if no_cache else None)
     try:
         res = load(input, on_invalid=on_invalid)
     except DataValidationError as err:
@@ -81,6 +83,7 @@ def score_ifd_cmd(
     max_tokens: Annotated[int | None, option(IFD, "max_tokens", "--max-tokens", "--max-length")] = None,
     batch_size: Annotated[int | None, option(IFD, "batch_size")] = None,
     dtype: Annotated[Dtype | None, option(IFD, "dtype")] = None,
+    backend: Annotated[Literal["hf", "vllm"] | None, option(IFD, "backend")] = None,
     limit: Annotated[int | None, typer.Option(help="Score only the first N records")] = None,
     on_invalid: Annotated[OnInvalid, typer.Option()] = "error",
 ) -> None:
@@ -91,7 +94,7 @@ def score_ifd_cmd(
     from selectune.reflection.ifd import ifd_scores
 
     cfg = build(IFDConfig, model=model, fidelity=fidelity, template=template, max_tokens=max_tokens,
-                batch_size=batch_size, dtype=dtype)
+                batch_size=batch_size, dtype=dtype, backend=backend)
     df = load_records(input, on_invalid, limit)
     try:
         table = pd.concat([df, ifd_scores(df, cfg)], axis=1)

@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from selectune.core.models import DEFAULT_STUDENT
 
 Dtype = Literal["auto", "float32", "bfloat16"]
+Backend = Literal["hf", "vllm"]
+BACKEND_HELP = ("hf: transformers (CPU or GPU); vllm: the vLLM engine (Linux with a CUDA GPU and "
+                "pip install 'selectune[vllm]'; checked when the config loads)")
 Fidelity = Literal["selectune", "official"]
 FIDELITY_HELP = ("official: reproduce the paper's released code (its defaults fill every field not set "
                  "explicitly); selectune: this project's documented choices (README, 'official vs selectune')")
@@ -101,8 +104,41 @@ class ModelOptions(Config):
     trust_remote_code: bool = Field(False, description="Allow model repos to run their own code")
 
 
-class BatchedScoring(ModelOptions):
-    """Forward passes over length-sorted, padded batches (SelectIT ratings, IFD losses)."""
+class VLLMOptions(Config):
+    """How a vLLM engine runs (``backend: vllm``): memory and parallelism, never the numbers it returns."""
+
+    runtime: ClassVar[tuple[str, ...]] = ("gpu_memory_utilization", "max_num_seqs", "tensor_parallel_size")
+
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Fraction of each GPU's memory vLLM "
+                                          "reserves (weights + KV cache)")
+    max_num_seqs: int = Field(256, ge=1, description="Sequences vLLM runs at once")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one model is split over")
+
+
+def check_backend(backend: str, owner: str) -> None:
+    """Raise when ``backend`` is vllm and vLLM cannot run on this machine, saying what to install."""
+    if backend == "vllm":
+        from selectune.core.vllm import unavailable
+
+        if why := unavailable():
+            raise ValueError(f"{owner}.backend: vllm: {why}")
+
+
+class EngineChoice(Config):
+    """Which engine runs the model: transformers or vLLM (its options under ``vllm``)."""
+
+    backend: Backend = Field("hf", description=BACKEND_HELP)
+    vllm: VLLMOptions = Field(default_factory=VLLMOptions, description="vLLM engine options (backend: vllm)")
+
+    @model_validator(mode="after")
+    def _backend_runs_here(self) -> EngineChoice:
+        check_backend(self.backend, type(self).__name__)
+        return self
+
+
+class BatchedScoring(ModelOptions, EngineChoice):
+    """Forward passes over length-sorted, padded batches (SelectIT ratings, IFD losses), or one vLLM request per
+    sequence (``backend: vllm``: the batch fields are then unused)."""
 
     runtime: ClassVar[tuple[str, ...]] = ("batch_size", "max_batch_tokens", "attn_implementation")
 

@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from selectune.core.config import FIDELITY_HELP, Config, Fidelity, LoRATraining
+from selectune.core.config import BACKEND_HELP, FIDELITY_HELP, Config, EngineChoice, Fidelity, LoRATraining
 from selectune.core.models import DEFAULT_EMBEDDER, DEFAULT_STUDENT
 
 
@@ -27,7 +27,7 @@ class JudgePrompts(Config):
         return self
 
 
-class JudgeConfig(LoRATraining):
+class JudgeConfig(LoRATraining, EngineChoice):
     """Self-J (arXiv 2409.00935): a judge trained without human labels. The model under evaluation samples
     responses, rates them 0-9 against the gold reference, and the rating is recalibrated by the cosine to the
     reference; a LoRA judge learns to predict the label with and without the reference (self-distillation)."""
@@ -52,6 +52,8 @@ class JudgeConfig(LoRATraining):
                       "stage's base by default")
     template: Literal["auto", "alpaca", "chat"] = Field("auto", description="Prompt template around the judge "
                                                         "prompt (auto as in tune)")
+    backend: Literal["hf", "vllm"] = Field("hf", description="Engine sampling the responses of the model under "
+                                           "evaluation (the judge itself trains with transformers); " + BACKEND_HELP)
     n_samples: int = Field(4, ge=1, description="Responses sampled per instruction from the model under evaluation")
     temperature: float = Field(0.7, gt=0, description="Sampling temperature of those responses")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling of those responses")

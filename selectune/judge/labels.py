@@ -68,30 +68,51 @@ def cosines(responses: Sequence[str], references: Sequence[str], embedder: str =
 def sample_responses(lm: LoadedModel, df: pd.DataFrame, n: int, temperature: float, top_p: float,
                      max_new_tokens: int, seed: int, batch_size: int = 8) -> pd.DataFrame:
     """``n`` sampled responses per record (columns id, sample, response). Each response has its own generator,
-    seeded from (seed, record id, sample index), so it does not depend on its batch neighbours."""
+    seeded from (seed, record id, sample index), so it does not depend on its batch neighbours. ``lm.model`` is a
+    transformers model or a vLLM engine (:func:`selectune.tracking.registry.load_vllm_model`)."""
     from tqdm.auto import tqdm
 
     from selectune.core.generate import generate, row_seed
+    from selectune.core.vllm import Engine
 
     prompts = [prompt_ids(lm.template, lm.tokenizer, r.instruction, r.input or "") for r in df.itertuples(index=False)]
     ids = df["id"].astype(str).tolist()
     jobs = [(i, s) for i in range(len(df)) for s in range(n)]
-    with tqdm(total=len(jobs), desc=f"sample {Path(lm.ref).name}", unit="response", leave=False) as bar:
-        out = generate(lm.model, lm.tokenizer, [prompts[i] for i, _ in jobs], max_new_tokens, batch_size, temperature,
-                       top_p, [row_seed(seed, ids[i], s) for i, s in jobs], bar)
+    seeds = [row_seed(seed, ids[i], s) for i, s in jobs]
+    if isinstance(lm.model, Engine):
+        from selectune.core import vllm
+
+        out = vllm.generate_batch(lm.model, [prompts[i] for i, _ in jobs], max_new_tokens, temperature, top_p, seeds)
+    else:
+        with tqdm(total=len(jobs), desc=f"sample {Path(lm.ref).name}", unit="response", leave=False) as bar:
+            out = generate(lm.model, lm.tokenizer, [prompts[i] for i, _ in jobs], max_new_tokens, batch_size,
+                           temperature, top_p, seeds, bar)
     return pd.DataFrame({"id": [ids[i] for i, _ in jobs], "sample": [s for _, s in jobs],
                          "response": [g.text.strip() for g in out]})
 
 
-def generate_labels(df: pd.DataFrame, cfg: JudgeConfig, lm: LoadedModel, embedder_model: Any = None) -> pd.DataFrame:
-    """Sample, self-evaluate with the reference, recalibrate by cosine: one row per (record, sample) with the
-    self-eval distribution (10 probabilities), self_eval, cosine, label and digit."""
+def label_records(df: pd.DataFrame) -> pd.DataFrame:
+    """The records the labels are made from: id, instruction, input ("" when absent), output (the gold reference)."""
     missing = [c for c in ("id", "instruction", "output") if c not in df.columns]
     if missing:
         raise ValueError(f"judge labels need columns {missing} (output = the gold reference); have {list(df.columns)}")
-    recs = df.assign(input=df["input"].fillna("") if "input" in df.columns else "").reset_index(drop=True)
-    samples = sample_responses(lm, recs, cfg.n_samples, cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed,
-                               cfg.score_batch_size)
+    return df.assign(input=df["input"].fillna("") if "input" in df.columns else "").reset_index(drop=True)
+
+
+def sample_for_labels(recs: pd.DataFrame, cfg: JudgeConfig, lm: LoadedModel) -> pd.DataFrame:
+    """The configured ``n_samples`` responses per record of :func:`label_records`."""
+    return sample_responses(lm, recs, cfg.n_samples, cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed,
+                            cfg.score_batch_size)
+
+
+def generate_labels(df: pd.DataFrame, cfg: JudgeConfig, lm: LoadedModel, embedder_model: Any = None,
+                    samples: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Sample, self-evaluate with the reference, recalibrate by cosine: one row per (record, sample) with the
+    self-eval distribution (10 probabilities), self_eval, cosine, label and digit. ``samples``: the responses, when
+    already sampled on another engine (:func:`sample_for_labels`)."""
+    recs = label_records(df)
+    if samples is None:
+        samples = sample_for_labels(recs, cfg, lm)
     rows = recs.loc[np.repeat(np.arange(len(recs)), cfg.n_samples), ["instruction", "input", "output"]]
     out = pd.concat([samples, rows.reset_index(drop=True).rename(columns={"output": "reference"})], axis=1)
     seqs = judge_inputs(lm.tokenizer, lm.template, out["instruction"], out["input"], out["response"],

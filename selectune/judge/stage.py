@@ -92,9 +92,17 @@ def judge_stage(cfg: JudgeConfig, records: str | Path, run_dir: str | Path, pare
         if len(df) < 2:
             raise ValueError(f"{records}: the judge stage needs at least 2 records (train and held-out), got {len(df)}")
         _, held = split(df, cfg.eval_fraction, cfg.seed)
+        samples = None
+        if cfg.backend == "vllm":  # sampled on vLLM; the engine is released before the transformers model loads
+            from selectune.tracking.registry import load_vllm_model
+
+            vlm = load_vllm_model(ref, cfg.vllm, cfg.dtype, cfg.seed, cfg.trust_remote_code)
+            samples = judge.sample_for_labels(judge.label_records(df), cfg, vlm)
+            del vlm
+            gc.collect()
         dev = device()
         lm = load_model(ref, "auto", resolve_dtype(cfg.dtype, dev), dev, cfg.trust_remote_code)
-        labels = judge.generate_labels(df, cfg, lm)
+        labels = judge.generate_labels(df, cfg, lm, samples=samples)
         labels["split"] = np.where(labels["id"].isin(set(held["id"])), "heldout", "train")
         labels_path = write_parquet(labels, out / "labels.parquet")
         pairs = labels[labels["split"] == "heldout"].reset_index(drop=True)

@@ -6,18 +6,20 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from selectune.core.config import FIDELITY_HELP, BatchedScoring, Config, Fidelity, ModelOptions
+from selectune.core.config import FIDELITY_HELP, BatchedScoring, Config, EngineChoice, Fidelity, ModelOptions
 from selectune.core.models import DEFAULT_STUDENT, DEFAULT_TEACHER
 
 
-class TeacherConfig(ModelOptions):
-    """The reflecting teacher: a local transformers model or any OpenAI-compatible endpoint."""
+class TeacherConfig(ModelOptions, EngineChoice):
+    """The reflecting teacher: a local model (transformers or vLLM) or any OpenAI-compatible endpoint."""
 
     runtime: ClassVar[tuple[str, ...]] = ("batch_size", "concurrency", "timeout_s", "max_retries", "api_key_env",
                                           "api_key_secret")
 
-    backend: Literal["hf", "openai"] = Field("hf", description="hf: local model; openai: OpenAI-compatible API")
-    model: str = Field(DEFAULT_TEACHER, description="Alias/path/hub id (hf) or the served model name")
+    backend: Literal["hf", "vllm", "openai"] = Field("hf", description="hf: local transformers model; vllm: local "
+                                                     "vLLM engine (CUDA GPU, pip install 'selectune[vllm]'); "
+                                                     "openai: OpenAI-compatible API")
+    model: str = Field(DEFAULT_TEACHER, description="Alias/path/hub id (hf, vllm) or the served model name")
     base_url: str | None = Field(None, description="openai: endpoint, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str = Field("OPENAI_API_KEY", description="openai: environment variable holding the key")
     api_key_secret: str | None = Field(None, description="openai: Prefect Secret block name holding the key "
@@ -26,13 +28,13 @@ class TeacherConfig(ModelOptions):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling (1 = off, as official)")
     max_new_tokens: int = Field(512, ge=1, description="Max tokens per teacher reply (official: 2048); a reply cut "
                                 "off by it is a parse failure, never a rewrite")
-    prefill: bool = Field(True, description="hf: write each part's opening marker into the assistant turn and stop "
-                          "at its closing marker or the end of the turn, so a small model only writes the content "
+    prefill: bool = Field(True, description="hf, vllm: write each part's opening marker into the assistant turn and "
+                          "stop at its closing marker or the end of the turn, so a small model only writes the content "
                           "(the markers written for it are kept in the raw reply; max_new_tokens then limits each "
                           "part); openai: not used")
-    repetition_penalty: float | None = Field(None, ge=1.0, description="hf: penalize tokens the reply already "
-                                             "wrote (1 = off); default 1.2 for models under 1B parameters, which "
-                                             "loop without it, else 1")
+    repetition_penalty: float | None = Field(None, ge=1.0, description="hf, vllm: penalize tokens the reply "
+                                             "already wrote (vllm: the prompt's too; 1 = off); default 1.2 for models "
+                                             "under 1B parameters, which loop without it, else 1")
     seed: int = Field(0, description="Sampling seed")
     batch_size: int = Field(16, ge=1, description="hf: prompts per generate() call")
     concurrency: int = Field(8, ge=1, description="openai: requests in flight")

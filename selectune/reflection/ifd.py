@@ -41,7 +41,15 @@ def reverse_prompt(template: str, response: str, tokenizer: Any = None) -> str:
 
 
 def load_student(cfg: IFDConfig) -> tuple[Any, Any]:
-    """The student in ``cfg.dtype`` on the best device (eager attention for bfloat16 on CPU when auto)."""
+    """The student in ``cfg.dtype`` on the best device (eager attention for bfloat16 on CPU when auto), or a vLLM
+    engine (``backend: vllm``), and its tokenizer."""
+    if cfg.backend == "vllm":
+        from selectune.core.vllm import load_engine
+
+        engine = load_engine(cfg.model, resolve_dtype(cfg.dtype, "cuda"), cfg.vllm.max_num_seqs,
+                             cfg.vllm.gpu_memory_utilization, cfg.vllm.tensor_parallel_size,
+                             trust_remote_code=cfg.trust_remote_code)
+        return engine, engine.tokenizer()
     dev = best_device()
     return models.load_causal_lm(cfg.model, dtype=resolve_dtype(cfg.dtype, dev), device=dev,
                                  trust_remote_code=cfg.trust_remote_code, attn_implementation=cfg.attn_implementation)
@@ -81,8 +89,15 @@ def ifd_scores(df: pd.DataFrame, cfg: IFDConfig, model: Any = None, tokenizer: A
         n_t += [n for _, n, _ in cond] * 2
         trunc.append(np.array([t for _, _, t in cond], dtype=bool))
     bar = tqdm(total=len(seqs), desc=f"IFD {models.model_key(cfg.model)}", unit="seq", disable=not progress)
-    losses = target_losses(model, seqs, n_t, cfg.batch_size, batch_budget(model, cfg.max_batch_tokens),
-                           pad_id(tokenizer), progress=bar).reshape(4, len(df))
+    if cfg.backend == "vllm":
+        from selectune.core import vllm
+
+        losses = vllm.target_losses(model, seqs, n_t, progress=False)
+        bar.update(len(seqs))
+    else:
+        losses = target_losses(model, seqs, n_t, cfg.batch_size, batch_budget(model, cfg.max_batch_tokens),
+                               pad_id(tokenizer), progress=bar)
+    losses = losses.reshape(4, len(df))
     bar.close()
     res = pd.DataFrame(dict(zip(COLUMNS[:4], losses, strict=True)), index=df.index)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -114,8 +129,9 @@ def cached_ifd_scores(df: pd.DataFrame, cfg: IFDConfig, cache: Any = None, progr
     if cache is None:
         return ifd_scores(df, cfg, progress=progress)
     student = models.fingerprint(cfg.model)
-    dtype = resolve_dtype(cfg.dtype, best_device())
+    dtype = resolve_dtype(cfg.dtype, "cuda" if cfg.backend == "vllm" else best_device())
     version = "ifd-v1" + ("-official" if cfg.fidelity == "official" else "")  # official: another r-IFD target
+    version += "-vllm" if cfg.backend == "vllm" else ""  # other kernels, other rounding: its own entries
     keys = [cache_key(rid, student, cfg.template, cfg.max_tokens, dtype, version) for rid in df["id"]]
     found = {k: json.loads(v[0]) for k, v in cache.get_many(keys).items()}
     todo = [i for i, k in enumerate(keys) if k not in found]

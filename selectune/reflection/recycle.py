@@ -110,9 +110,10 @@ def _reflect(teacher: Any, rows: pd.DataFrame, progress: bool, retries: int = 0,
 
 
 def parse_retries(cfg: ReflectionConfig) -> int:
-    """Retries of an unusable reply; none for a greedy local teacher (it would write the same reply again)."""
+    """Retries of an unusable reply; none for a greedy local teacher, hf or vllm (it would write the same reply
+    again)."""
     t = cfg.teacher
-    return 0 if t.backend == "hf" and t.temperature == 0 else cfg.parse_retries
+    return 0 if t.backend in ("hf", "vllm") and t.temperature == 0 else cfg.parse_retries
 
 
 def _why(entry: dict[str, Any] | None, what: str) -> str:

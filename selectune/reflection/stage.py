@@ -30,7 +30,7 @@ def recycle_stage(cfg: ReflectionConfig, records: str | Path, run_dir: str | Pat
     from selectune.core import models
 
     inputs = {"records": file_digest(records), "student": models.fingerprint(cfg.student.model)}
-    if cfg.teacher.backend == "hf":
+    if cfg.teacher.backend in ("hf", "vllm"):
         inputs["teacher"] = models.fingerprint(cfg.teacher.model)
     for kind, path in (("instruction", cfg.prompts.reflect_instruction), ("response", cfg.prompts.reflect_response)):
         inputs[f"prompt.reflect_{kind}"] = file_digest(path or builtin_file(kind))

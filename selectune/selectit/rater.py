@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from selectune.core import lm, models
 from selectune.core.cache import Cache, cache_key
@@ -56,6 +57,7 @@ class RaterResult:
     tokens: int = 0  # prompt tokens run through the model (not cached ones)
     seconds: float = 0.0
     fingerprint: str = ""
+    engine: dict[str, Any] = field(default_factory=dict)  # vLLM engine settings (backend vllm)
 
 
 @dataclass
@@ -115,15 +117,14 @@ def too_long(df: pd.DataFrame, index: int, n_prompts: int, err: Any) -> ValueErr
 
 def rate(df: pd.DataFrame, model_name: str, cfg: SelectITConfig, prompts: list[str],
          cache: Cache | None = None, progress: bool = True) -> RaterResult:
-    """Rating-token probabilities of one rater for every (record, prompt) pair, cache first."""
-    from tqdm.auto import tqdm
-
-    dev = best_device()
-    dtype = resolve_dtype(cfg.dtype, dev)
+    """Rating-token probabilities of one rater for every (record, prompt) pair, cache first; the uncached ones on
+    ``cfg.backend`` (transformers, or vLLM: its ratings keyed apart, since its kernels round differently)."""
+    vllm = cfg.backend == "vllm"
+    dtype = resolve_dtype(cfg.dtype, "cuda" if vllm else best_device())
     fp = models.fingerprint(model_name)
     n, r = len(df), len(prompts)
     keys = [cache_key(rid, fp, rating.prompt_hash(p), cfg.rating_scale, cfg.layout, dtype, cfg.max_tokens,
-                      cfg.truncation) for rid in df["id"] for p in prompts]
+                      cfg.truncation, *(["vllm"] if vllm else [])) for rid in df["id"] for p in prompts]
     cached = cache.get_many(keys) if cache is not None else {}
     probs = np.zeros((n * r, cfg.rating_scale))
     truncated = np.zeros(n * r, dtype=bool)
@@ -134,43 +135,77 @@ def rate(df: pd.DataFrame, model_name: str, cfg: SelectITConfig, prompts: list[s
     todo = [i for i, key in enumerate(keys) if key not in cached]
     result = RaterResult(models.model_key(model_name), probs, truncated, models.count_parameters(model_name),
                          cache_hits=len(cached), fingerprint=fp)
-    if todo:
-        model, tok = models.load_causal_lm(model_name, dtype=dtype, device=dev, trust_remote_code=cfg.trust_remote_code,
+    if not todo:
+        result.probs, result.truncated = probs.reshape(n, r, cfg.rating_scale), truncated.reshape(n, r)
+        return result
+    if vllm:
+        from selectune.core.vllm import load_engine
+
+        model = load_engine(model_name, dtype, cfg.vllm.max_num_seqs, cfg.vllm.gpu_memory_utilization,
+                            cfg.vllm.tensor_parallel_size, trust_remote_code=cfg.trust_remote_code)
+        tok = model.tokenizer()
+    else:
+        dev = best_device()
+        model, tok = models.load_causal_lm(model_name, dtype=dtype, device=dev,
+                                           trust_remote_code=cfg.trust_remote_code,
                                            attn_implementation=cfg.attn_implementation)
+    try:
+        texts, tail = build_texts(df, prompts, cfg.layout, tok)
         try:
-            token_ids = rating_token_ids(tok, cfg.rating_scale)
-            texts, tail = build_texts(df, prompts, cfg.layout, tok)
-            try:
-                enc = lm.encode(tok, [texts[i] for i in todo], tail, cfg.max_tokens, cfg.truncation,
-                                add_special_tokens=cfg.layout == "official")
-            except lm.TooLong as err:
-                raise too_long(df, todo[err.row], r, err) from None
-            seqs = [e.ids for e in enc]
-            start = time.perf_counter()
-            bar = tqdm(total=len(todo), desc=f"SelectIT {result.key}", unit="rating", disable=not progress)
-            budget = cfg.max_batch_tokens or (1024 if dev == "cpu" else 32768)
-            # one group per rating prompt: its texts share the prompt's tokens as a prefix
-            groups = [[j for j, i in enumerate(todo) if i % r == q] for q in range(r)]
-            for group in (g for g in groups if g):
-                for batch, p in lm.iter_last_token_probs(model, tok, [seqs[j] for j in group], token_ids,
-                                                                cfg.batch_size, budget, bar):
-                    done = [group[b] for b in batch]
-                    rows = [todo[j] for j in done]
-                    probs[rows] = p
-                    truncated[rows] = [enc[j].truncated for j in done]
-                    if cache is not None:
-                        cache.put_many((keys[row], probs[row].tobytes(), int(truncated[row]), len(seqs[j]))
-                                       for row, j in zip(rows, done, strict=True))
-            bar.close()
-            result.seconds = time.perf_counter() - start
-            result.computed = len(todo)
-            result.tokens = sum(len(s) for s in seqs)
-        finally:
-            del model  # release before the next rater loads: peak memory = the largest rater
-            gc.collect()
-    result.probs = probs.reshape(n, r, cfg.rating_scale)
-    result.truncated = truncated.reshape(n, r)
+            enc = lm.encode(tok, [texts[i] for i in todo], tail, cfg.max_tokens, cfg.truncation,
+                            add_special_tokens=cfg.layout == "official")
+        except lm.TooLong as err:
+            raise too_long(df, todo[err.row], r, err) from None
+        seqs = [e.ids for e in enc]
+
+        def commit(done: list[int], p: np.ndarray) -> None:  # ratings todo[j] for j in done -> arrays, cache
+            rows = [todo[j] for j in done]
+            probs[rows] = p
+            truncated[rows] = [enc[j].truncated for j in done]
+            if cache is not None:
+                cache.put_many((keys[row], probs[row].tobytes(), int(truncated[row]), len(seqs[j]))
+                               for row, j in zip(rows, done, strict=True))
+
+        start = time.perf_counter()
+        with tqdm(total=len(todo), desc=f"SelectIT {result.key}", unit="rating", disable=not progress) as bar:
+            (_rate_vllm if vllm else _rate_hf)(model, tok, seqs, rating_token_ids(tok, cfg.rating_scale), cfg, r,
+                                               [i % r for i in todo], commit, bar)
+        result.seconds = time.perf_counter() - start
+        result.computed = len(todo)
+        result.tokens = sum(len(s) for s in seqs)
+        if vllm:
+            result.engine = model.settings
+    finally:
+        del model  # release before the next rater loads: peak memory = the largest rater
+        gc.collect()
+    result.probs, result.truncated = probs.reshape(n, r, cfg.rating_scale), truncated.reshape(n, r)
     return result
+
+
+def _rate_hf(model: Any, tok: Any, seqs: list[list[int]], token_ids: list[int], cfg: SelectITConfig, r: int,
+             prompt_of: list[int], commit: Any, bar: Any) -> None:
+    """Length-sorted batches, one group per rating prompt (its texts share the prompt's tokens as a prefix)."""
+    budget = cfg.max_batch_tokens or (1024 if best_device() == "cpu" else 32768)
+    for q in range(r):
+        group = [j for j, p in enumerate(prompt_of) if p == q]
+        if group:
+            for batch, p in lm.iter_last_token_probs(model, tok, [seqs[j] for j in group], token_ids,
+                                                     cfg.batch_size, budget, bar):
+                commit([group[b] for b in batch], p)
+
+
+VLLM_CHUNK = 4096  # ratings per vLLM call: committed to the cache after each, so a killed run keeps them
+
+
+def _rate_vllm(engine: Any, tok: Any, seqs: list[list[int]], token_ids: list[int], cfg: SelectITConfig, r: int,
+               prompt_of: list[int], commit: Any, bar: Any) -> None:
+    """One vLLM request per rating text (vLLM batches them and shares prompt prefixes itself)."""
+    from selectune.core.vllm import last_token_probs
+
+    for lo in range(0, len(seqs), VLLM_CHUNK):
+        done = list(range(lo, min(lo + VLLM_CHUNK, len(seqs))))
+        commit(done, last_token_probs(engine, [seqs[j] for j in done], token_ids, progress=False))
+        bar.update(len(done))
 
 
 def score_selectit(df: pd.DataFrame, cfg: SelectITConfig, cache: Cache | None = None,
@@ -199,39 +234,3 @@ def combine(df: pd.DataFrame, raters: list, cfg: SelectITConfig) -> ScoreReport:
         np.mean([scores.base_ratings(r.probs).mean(axis=1) for r in raters], axis=0)).astype(int)
     out["selectit_truncated"] = np.any([r.truncated.any(axis=1) for r in raters], axis=0)
     return ScoreReport(out, raters, weights)
-
-
-def rate_vllm(df: pd.DataFrame, model_name: str, cfg: SelectITConfig, prompts: list[str], engine: Any,
-              progress: bool = True) -> RaterResult:
-    """:func:`rate` on a vLLM engine (no rating cache: its keys name the transformers dtype)."""
-    from selectune.core.vllm import last_token_probs
-
-    tok = engine.tokenizer()
-    texts, tail = build_texts(df, prompts, cfg.layout, tok)
-    try:
-        enc = lm.encode(tok, texts, tail, cfg.max_tokens, cfg.truncation, add_special_tokens=cfg.layout == "official")
-    except lm.TooLong as err:
-        raise too_long(df, err.row, len(prompts), err) from None
-    start = time.perf_counter()
-    probs = last_token_probs(engine, [e.ids for e in enc], rating_token_ids(tok, cfg.rating_scale), progress)
-    n, r = len(df), len(prompts)
-    return RaterResult(models.model_key(model_name), probs.reshape(n, r, cfg.rating_scale),
-                       np.array([e.truncated for e in enc]).reshape(n, r), models.count_parameters(model_name),
-                       computed=n * r, tokens=sum(len(e.ids) for e in enc), seconds=time.perf_counter() - start,
-                       fingerprint=models.fingerprint(model_name))
-
-
-def score_selectit_vllm(df: pd.DataFrame, cfg: SelectITConfig, progress: bool = True,
-                        **engine_kwargs: Any) -> tuple[ScoreReport, list[dict[str, Any]]]:
-    """:func:`score_selectit` on vLLM: (ScoreReport, engine settings per rater). Raters load one at a time."""
-    from selectune.core.vllm import load_engine
-
-    prompts = rating_prompts(cfg)
-    raters, settings = [], []
-    for m in cfg.models:
-        engine = load_engine(m, cfg.dtype, trust_remote_code=cfg.trust_remote_code, **engine_kwargs)
-        raters.append(rate_vllm(df, m, cfg, prompts, engine, progress))
-        settings.append(engine.settings)
-        del engine
-        gc.collect()
-    return combine(df, raters, cfg), settings

@@ -28,7 +28,8 @@ from selectune.stage import stage_key
 
 STAGE_CONFIGS = (DataConfig, EvalSetConfig, EvalConfig, IFDScoringConfig, JudgeConfig, PromoteConfig, ReflectionConfig,
                  SelectionConfig, SelectITConfig, TuneConfig)
-SCORING = {"batch_size", "max_batch_tokens", "attn_implementation"}
+VLLM = {f"vllm.{f}" for f in ("gpu_memory_utilization", "max_num_seqs", "tensor_parallel_size")}
+SCORING = {"batch_size", "max_batch_tokens", "attn_implementation", *VLLM}
 TRAINING = {"save_steps", "gradient_checkpointing"}
 # The reviewed list of fields that cannot change what a stage writes (speed, transport, secrets' names, whether the
 # stage runs at all). Declaring another field ``runtime`` in a config needs the same change here.
@@ -39,9 +40,9 @@ RUNTIME: dict[str, set[str]] = {
     "IFDScoringConfig": SCORING | {"enabled", "use_cache"},
     "ReflectionConfig": {"enabled", "trace_calls", *(f"student.{f}" for f in SCORING),
                          *(f"teacher.{f}" for f in ("batch_size", "concurrency", "timeout_s", "max_retries",
-                                                    "api_key_env", "api_key_secret"))},
+                                                    "api_key_env", "api_key_secret", *VLLM))},
     "TuneConfig": TRAINING | {"enabled"},
-    "JudgeConfig": TRAINING | {"enabled", "score_batch_size", "max_batch_tokens"},
+    "JudgeConfig": TRAINING | VLLM | {"enabled", "score_batch_size", "max_batch_tokens"},
 }
 # values the generic rule below cannot make valid on its own
 SPECIAL: dict[str, Any] = {
@@ -132,6 +133,14 @@ def runtime_paths(cls: type[BaseModel], prefix: str = "") -> set[str]:
         if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
             out |= runtime_paths(field.annotation, f"{prefix}{name}.")
     return out
+
+
+@pytest.fixture(autouse=True)
+def _vllm_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``backend: vllm`` validates as on a GPU machine: its key is what is tested here, not this machine."""
+    from selectune.core import vllm
+
+    monkeypatch.setattr(vllm, "unavailable", lambda: None)
 
 
 CASES = [(cls, path) for cls in STAGE_CONFIGS for path, _ in leaves(cls) if path not in ("renamed",)]

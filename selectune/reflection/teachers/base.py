@@ -101,7 +101,8 @@ def teacher_id(cfg: TeacherConfig) -> str:
     from selectune.core.models import fingerprint
 
     penalty = repetition_penalty(cfg)
-    return f"hf:{fingerprint(cfg.model)}|{cfg.dtype}" + (f"|repetition_penalty={penalty:g}" if penalty != 1 else "")
+    extra = f"|repetition_penalty={penalty:g}" if penalty != 1 else ""
+    return f"{cfg.backend}:{fingerprint(cfg.model)}|{cfg.dtype}{extra}"
 
 
 def repetition_penalty(cfg: TeacherConfig) -> float:
@@ -201,6 +202,10 @@ def make_teacher(cfg: TeacherConfig, cache_path: Path | None, api_key: str | Non
         from selectune.reflection.teachers.openai_compat import OpenAITeacher
 
         return OpenAITeacher(cfg, cache_path, api_key)
+    if cfg.backend == "vllm":
+        from selectune.reflection.teachers.hf import VLLMTeacher
+
+        return VLLMTeacher(cfg, cache_path)
     from selectune.reflection.teachers.hf import HFTeacher
 
     return HFTeacher(cfg, cache_path)
@@ -208,12 +213,13 @@ def make_teacher(cfg: TeacherConfig, cache_path: Path | None, api_key: str | Non
 
 def estimate(requests: Sequence[Messages], cfg: TeacherConfig, cache_path: Path | None = None,
              steps: Sequence[Steps] | None = None) -> dict[str, Any]:
-    """Dry run: new calls, their prompt tokens (hf: the model's tokenizer and chat template; openai: characters
+    """Dry run: new calls, their prompt tokens (hf, vllm: the model's tokenizer and chat template; openai: characters
     of all message contents / 4, rounded up per request), max completion tokens (max_new_tokens per call) and
     the cost bound from ``prices``. Requests already in the cache are listed (``cached_indices``), not counted."""
     check_requests(requests)
     tid = teacher_id(cfg)
-    parts = list(steps) if steps is not None and cfg.backend == "hf" and cfg.prefill else [()] * len(requests)
+    local = cfg.backend in ("hf", "vllm")
+    parts = list(steps) if steps is not None and local and cfg.prefill else [()] * len(requests)
     keys = [request_key(tid, msgs, cfg, st) for msgs, st in zip(requests, parts, strict=True)]
     hits = {}
     if cache_path is not None and Path(cache_path).is_file():
@@ -224,7 +230,7 @@ def estimate(requests: Sequence[Messages], cfg: TeacherConfig, cache_path: Path 
     for key, msgs in zip(keys, requests, strict=True):
         if key not in hits:
             new.setdefault(key, msgs)
-    if cfg.backend == "hf":
+    if local:
         from selectune.reflection.teachers.hf import HFTeacher
 
         counter = HFTeacher(cfg, None)
@@ -235,4 +241,4 @@ def estimate(requests: Sequence[Messages], cfg: TeacherConfig, cache_path: Path 
     return {"requests": len(requests), "calls": len(new), "cached": sum(k in hits for k in keys),
             "cached_indices": [i for i, k in enumerate(keys) if k in hits], "prompt_tokens": prompt_tokens,
             "max_completion_tokens": max_completion, "cost": price(cfg.prices, prompt_tokens, max_completion),
-            "token_count": "tokenizer" if cfg.backend == "hf" else f"characters/{CHARS_PER_TOKEN}"}
+            "token_count": "tokenizer" if local else f"characters/{CHARS_PER_TOKEN}"}

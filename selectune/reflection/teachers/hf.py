@@ -1,4 +1,5 @@
-"""The local teacher backend: a transformers chat model with batched, length-sorted, left-padded generation.
+"""The local teacher backends: a transformers chat model with batched, length-sorted, left-padded generation, or
+the same model on a vLLM engine (one request per prompt; vLLM batches them itself).
 
 Each request samples with its own torch.Generator (seeded from the request's cache key, which hashes
 ``cfg.seed``), so its text does not depend on its batch neighbours; see :mod:`selectune.core.generate`.
@@ -67,12 +68,23 @@ class HFTeacher(Teacher):
                                                     self.cfg.trust_remote_code, "auto")
         return self._model
 
+    @property
+    def batch_size(self) -> int:
+        return self.cfg.batch_size
+
+    def _generate_batch(self, prompts: list[list[int]], seeds: list[int], stops: tuple[str, ...]) -> list[Any]:
+        from selectune.core.generate import generate_batch
+
+        cfg = self.cfg
+        return generate_batch(self._model, self.tokenizer(), prompts, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
+                              seeds, stops, self.repetition_penalty)
+
     def _generate(self, todo: list[tuple[str, tuple[Messages, Steps]]], record: Record, bar: Any) -> None:
         from selectune.core.lm import length_batches
 
         self._load()
         ids = [self.prompt_ids(msgs) for _, (msgs, _) in todo]
-        for batch in length_batches([len(x) for x in ids], self.cfg.batch_size, 1 << 62):
+        for batch in length_batches([len(x) for x in ids], self.batch_size, 1 << 62):
             rows = []
             for i in batch:
                 reason = self._admit()
@@ -95,9 +107,6 @@ class HFTeacher(Teacher):
         stops at one of its closing markers or at the end of the turn, which closes the part as its first closing
         marker would (that marker is written after it); a part cut by the token limit ends the reply there.
         ``max_new_tokens`` limits each part."""
-        from selectune.core.generate import generate_batch
-
-        model, tok, cfg = self._model, self.tokenizer(), self.cfg
         # the cache key already hashes cfg.seed with the request: each request samples on its own
         seeds = [int(key[:15], 16) for key, _ in jobs]
         steps = [st or (("", ()),) for _, (_, st) in jobs]
@@ -111,9 +120,8 @@ class HFTeacher(Teacher):
                     prefill = steps[j][part][0]
                     done = prefill.strip() and reply[j].rstrip().endswith(prefill.strip())  # the model wrote it
                     reply[j] += " " if done else prefill
-                out = generate_batch(model, tok, [self.prompt_ids(jobs[j][1][0], reply[j]) for j in group],
-                                     cfg.max_new_tokens, cfg.temperature, cfg.top_p, [seeds[j] for j in group], stops,
-                                     self.repetition_penalty)
+                out = self._generate_batch([self.prompt_ids(jobs[j][1][0], reply[j]) for j in group],
+                                           [seeds[j] for j in group], stops)
                 for j, g in zip(group, out, strict=True):
                     reply[j] += g.text
                     used[j] += g.n_tokens
@@ -122,3 +130,28 @@ class HFTeacher(Teacher):
                         reply[j] = reply[j].rstrip() + " " + stops[0]  # the turn ended: so did the part
             active = [j for j in todo if finish[j] == "stop"]
         return list(zip(reply, used, finish, strict=True))
+
+
+class VLLMTeacher(HFTeacher):
+    """The same chat model, prompts, prefill steps and per-request seeds on a vLLM engine; the cache is keyed by
+    backend, so its replies never stand in for the transformers teacher's."""
+
+    batch_size = 512  # requests per vLLM call: each call's replies are cached before the next starts
+
+    def _load(self) -> Any:
+        if self._model is None:
+            from selectune.core.settings import resolve_dtype
+            from selectune.core.vllm import load_engine
+
+            o = self.cfg.vllm
+            self._model = load_engine(self.cfg.model, resolve_dtype(self.cfg.dtype, "cuda"), o.max_num_seqs,
+                                      o.gpu_memory_utilization, o.tensor_parallel_size, self.cfg.seed,
+                                      self.cfg.trust_remote_code)
+        return self._model
+
+    def _generate_batch(self, prompts: list[list[int]], seeds: list[int], stops: tuple[str, ...]) -> list[Any]:
+        from selectune.core.vllm import generate_batch
+
+        cfg = self.cfg
+        return generate_batch(self._model, prompts, cfg.max_new_tokens, cfg.temperature, cfg.top_p, seeds, stops,
+                              self.repetition_penalty)
