@@ -144,7 +144,7 @@ class BatchedScoring(ModelOptions, EngineChoice):
 
     batch_size: int = Field(16, ge=1, description="Max sequences per forward pass (length-sorted batches)")
     max_batch_tokens: int | None = Field(None, ge=64, description="Max padded tokens per forward pass; default "
-                                         "1024 on CPU (activations stay in cache), 32768 on GPU")
+                                         "1024 on CPU (activations stay in cache), sized to free GPU memory on a GPU")
     attn_implementation: Literal["auto", "eager", "sdpa"] = Field("auto", description="auto = eager for "
                                                                  "bfloat16 on CPU (faster there), else sdpa")
     max_tokens: int = Field(1024, ge=32, description="Token limit per sequence")

@@ -28,8 +28,29 @@ HEAD_CHUNK_ELEMENTS = 1 << 25  # logits per LM-head chunk: 128 rows of a 262k vo
 
 
 def batch_budget(model: Any, max_batch_tokens: int | None, cpu_default: int = 1024) -> int:
-    """Padded tokens per forward pass: the configured budget, else ``cpu_default`` on CPU, 32768 on a GPU."""
-    return max_batch_tokens or (cpu_default if next(model.parameters()).device.type == "cpu" else 32768)
+    """Padded tokens per forward pass: the configured budget, else ``cpu_default`` on CPU (activations stay in
+    cache), else what a quarter of the GPU's free memory holds (:func:`gpu_budget`)."""
+    if max_batch_tokens:
+        return max_batch_tokens
+    param = next(model.parameters())
+    if param.device.type != "cuda":
+        return cpu_default
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(param.device)
+    return gpu_budget(free, model.config, param.element_size())
+
+
+def gpu_budget(free_bytes: int, config: Any, dtype_bytes: int, low: int = 4096, high: int = 131072) -> int:
+    """Tokens whose inference activations fit in a quarter of ``free_bytes``: per token the residual stream and
+    attention projections (4 x hidden), the MLP's gate, up and product (3 x intermediate) and the key/value cache a
+    shared prompt prefix is copied into (2 x layers x kv heads x head dim), in the model's dtype; clamped to
+    [low, high] and rounded down to a multiple of 1024."""
+    c = config.get_text_config() if hasattr(config, "get_text_config") else config
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    kv = 2 * c.num_hidden_layers * getattr(c, "num_key_value_heads", c.num_attention_heads) * head_dim
+    per_token = dtype_bytes * (4 * c.hidden_size + 3 * c.intermediate_size + kv)
+    return max(low, min(high, int(free_bytes / 4 / per_token) // 1024 * 1024))
 
 
 def start_ids(tokenizer: Any) -> list[int]:

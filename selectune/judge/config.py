@@ -82,6 +82,6 @@ class JudgeConfig(LoRATraining, EngineChoice):
     score_batch_size: int = Field(16, ge=1, description="Max prompts per forward pass (scoring) or generate() "
                                   "call (sampling)")
     max_batch_tokens: int | None = Field(None, ge=64, description="Max padded tokens per scoring pass; default "
-                                         "4096 on CPU, 32768 on GPU")
+                                         "4096 on CPU, sized to free GPU memory on a GPU")
     prompts: JudgePrompts = Field(default_factory=JudgePrompts)
     register_as: str | None = Field("selectune-judge", description="MLflow Model Registry name (None: skip)")

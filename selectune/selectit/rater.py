@@ -185,7 +185,9 @@ def rate(df: pd.DataFrame, model_name: str, cfg: SelectITConfig, prompts: list[s
 def _rate_hf(model: Any, tok: Any, seqs: list[list[int]], token_ids: list[int], cfg: SelectITConfig, r: int,
              prompt_of: list[int], commit: Any, bar: Any) -> None:
     """Length-sorted batches, one group per rating prompt (its texts share the prompt's tokens as a prefix)."""
-    budget = cfg.max_batch_tokens or (1024 if best_device() == "cpu" else 32768)
+    from selectune.core.losses import batch_budget
+
+    budget = batch_budget(model, cfg.max_batch_tokens)
     for q in range(r):
         group = [j for j, p in enumerate(prompt_of) if p == q]
         if group:
