@@ -102,8 +102,8 @@ def _decode(data: bytes, file: str, line_offset: int = 0) -> str:
         raise DataValidationError(file, reason, line=line) from None
 
 
-def _iter_jsonl(data: bytes, file: str) -> Iterator[Row]:
-    for i, chunk in enumerate(data.split(b"\n")):
+def _iter_jsonl(data: bytes, file: str, first_line: int = 0) -> Iterator[Row]:
+    for i, chunk in enumerate(data.split(b"\n"), first_line):
         if not chunk.strip():
             continue
         row = Row(row=i + 1, line=i + 1, raw=chunk.decode("utf-8", errors="replace").rstrip("\r"))
@@ -114,6 +114,22 @@ def _iter_jsonl(data: bytes, file: str) -> Iterator[Row]:
         except json.JSONDecodeError as e:
             row.error = RowError(None, f"invalid JSON: {e.msg} (column {e.colno})")
         yield row
+
+
+def _iter_jsonl_file(path: Path, file: str) -> Iterator[Row]:
+    """:func:`_iter_jsonl` reading one line at a time: memory stays flat whatever the file's size."""
+    empty = True
+    with open(path, "rb") as fh:
+        for i, line in enumerate(fh):
+            if i == 0 and line.startswith(b"\xef\xbb\xbf"):
+                line = line[3:]
+            line = line.rstrip(b"\n")
+            if not line.strip():
+                continue
+            empty = False
+            yield from _iter_jsonl(line, file, first_line=i)
+    if empty:
+        raise DataValidationError(file, "empty file (no records)")
 
 
 def _iter_json_array(text: str, file: str) -> Iterator[Row]:
@@ -199,13 +215,26 @@ def _iter_values(values: list[Any], file: str) -> Iterator[Row]:
         yield Row(row=i + 1, line=None, value=value)
 
 
-def _read_parquet(path: Path, file: str) -> list[Any]:
+def _iter_parquet(path: Path, file: str, batch_rows: int = 8192) -> Iterator[Row]:
+    """Rows of a Parquet file, one record batch at a time: memory stays flat whatever the file's size."""
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(path).to_pylist()
+        pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)  # no whole-column reads ahead: flat
     except Exception as e:  # pyarrow raises several types for corrupt files
         raise DataValidationError(file, f"cannot read Parquet file: {e}") from None
+    if pf.metadata.num_rows == 0:
+        raise DataValidationError(file, "empty file: the dataset has no rows")
+    row = 0
+    try:
+        for batch in pf.iter_batches(batch_size=batch_rows):
+            for value in batch.to_pylist():
+                row += 1
+                yield Row(row=row, line=None, value=value)
+    except DataValidationError:
+        raise
+    except Exception as e:
+        raise DataValidationError(file, f"cannot read Parquet file: {e}", row=row + 1) from None
 
 
 def _read_hf_disk(path: Path, file: str, split: str) -> list[Any]:
@@ -291,16 +320,18 @@ def iter_rows(kind: str, target: str, file: str, split: str) -> tuple[str, Itera
     path = Path(target)
     if kind == "parts":
         return kind, _iter_parts(path, split)
-    if kind in ("json", "jsonl"):
+    if kind == "jsonl":
+        return "jsonl", _iter_jsonl_file(path, file)
+    if kind == "json":
         data = _read_bytes(path, file)
-        text = _json_array_text(data, file) if kind == "json" else None
+        text = _json_array_text(data, file)
         if text is None:
             return "jsonl", _iter_jsonl(data, file)
         return "alpaca-json", _iter_json_array(text, file)
     if kind == "csv":
         return kind, _iter_csv(_read_bytes(path, file), file)
     if kind == "parquet":
-        return kind, _iter_values(_read_parquet(path, file), file)
+        return kind, _iter_parquet(path, file)
     if kind == "hf-disk":
         return kind, _iter_values(_read_hf_disk(path, file, split), file)
     return kind, _iter_values(_read_hf_hub(target, file, split), file)

@@ -10,7 +10,8 @@ import hashlib
 import json
 import logging
 import unicodedata
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -155,25 +156,37 @@ def _records_frame(records: list[dict[str, Any]], any_sharegpt: bool) -> pd.Data
     return df.reset_index(drop=True)
 
 
-def load_records(
-    path: str | Path,
-    *,
-    fmt: str | None = None,
-    on_invalid: Literal["error", "skip"] = "error",
-    split: str = "train",
-) -> LoadResult:
-    """Load, validate and dedupe instruction records from a file, a datasets directory or a hub id."""
+@dataclass
+class Scan:
+    """What one pass over an input found: counts, rejections, duplicates (the kept records go to a callback)."""
+
+    source: str
+    fmt: str
+    rows_read: int = 0
+    valid: int = 0
+    n_sharegpt: int = 0
+    n_alpaca: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+    duplicates: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, int | str]:
+        return {"source": self.source, "fmt": self.fmt, "rows_read": self.rows_read, "valid": self.valid,
+                "rejected": len(self.rejected), "duplicates": len(self.duplicates)}
+
+
+def scan_records(path: str | Path, keep: Callable[[dict[str, Any]], None], *, fmt: str | None = None,
+                 on_invalid: Literal["error", "skip"] = "error", split: str = "train") -> Scan:
+    """Read, validate and dedupe ``path`` row by row, passing each kept record to ``keep``: memory holds one row
+    and the set of ids seen (8 bytes of each 16-hex id), so it stays flat for streaming formats (JSON Lines,
+    Parquet, part folders of them)."""
     if on_invalid not in ("error", "skip"):
         raise ValueError(f"on_invalid must be 'error' or 'skip', got {on_invalid!r}")
     source = str(path)
     fmt_name, rows = iter_rows(*resolve(source, fmt), source, split)
-    kept: list[dict[str, Any]] = []
-    dups: list[dict[str, Any]] = []
-    rejected: list[Rejection] = []
-    seen: set[str] = set()
-    rows_read, n_sharegpt, n_alpaca = 0, 0, 0
+    scan = Scan(source, fmt_name)
+    seen: set[int] = set()
     for item in rows:
-        rows_read += 1
+        scan.rows_read += 1
         try:
             if item.error is not None:
                 raise item.error
@@ -183,36 +196,50 @@ def load_records(
             if on_invalid == "error":
                 raise DataValidationError(file, e.reason, item.row, item.line, e.field) from None
             raw = item.raw if item.raw is not None else _dump(item.value)
-            rejected.append(Rejection(file, item.row, item.line, e.field, e.reason, raw[:RAW_LIMIT]))
+            scan.rejected.append(Rejection(file, item.row, item.line, e.field, e.reason, raw[:RAW_LIMIT]))
             continue
-        n_sharegpt, n_alpaca = n_sharegpt + is_sharegpt, n_alpaca + (not is_sharegpt)
-        if record["id"] in seen:
-            dups.append({**record, "duplicate_of": record["id"], "row": item.row, "line": item.line})
+        scan.n_sharegpt, scan.n_alpaca = scan.n_sharegpt + is_sharegpt, scan.n_alpaca + (not is_sharegpt)
+        key = int(record["id"], 16)
+        if key in seen:
+            scan.duplicates.append({**{c: record[c] for c in _DUP_COLUMNS if c in record},
+                                    "duplicate_of": record["id"], "row": item.row, "line": item.line})
         else:
-            seen.add(record["id"])
-            kept.append(record)
-    if fmt_name in ("alpaca-json", "jsonl") and n_sharegpt and not n_alpaca:
-        fmt_name = "sharegpt"
-    if rejected and not kept:  # skip mode, nothing left: an error, not an empty run
-        first = rejected[0]
+            seen.add(key)
+            scan.valid += 1
+            keep(record)
+    if scan.fmt in ("alpaca-json", "jsonl") and scan.n_sharegpt and not scan.n_alpaca:
+        scan.fmt = "sharegpt"
+    if scan.rejected and not scan.valid:  # skip mode, nothing left: an error, not an empty run
+        first = scan.rejected[0]
         where = f"row {first.row}" + (f", field '{first.field}'" if first.field else "")
-        raise DataValidationError(source, f"no valid records: {len(rejected)} rejected of {rows_read} rows "
-                                  f"(first: {where}: {first.reason})")
-    if rejected:
-        log.warning("%s: rejected %d of %d rows", source, len(rejected), rows_read)
-    if dups:
-        log.info("%s: dropped %d exact duplicates", source, len(dups))
+        raise DataValidationError(source, f"no valid records: {len(scan.rejected)} rejected of {scan.rows_read} "
+                                  f"rows (first: {where}: {first.reason})")
+    if scan.rejected:
+        log.warning("%s: rejected %d of %d rows", source, len(scan.rejected), scan.rows_read)
+    if scan.duplicates:
+        log.info("%s: dropped %d exact duplicates", source, len(scan.duplicates))
+    return scan
+
+
+def load_records(
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    on_invalid: Literal["error", "skip"] = "error",
+    split: str = "train",
+) -> LoadResult:
+    """Load, validate and dedupe instruction records from a file, a datasets directory or a hub id."""
+    kept: list[dict[str, Any]] = []
+    scan = scan_records(path, kept.append, fmt=fmt, on_invalid=on_invalid, split=split)
     return LoadResult(
-        records=_records_frame(kept, n_sharegpt > 0),
-        rejected=rejected,
-        duplicates=pd.DataFrame([{c: d[c] for c in _DUP_COLUMNS} for d in dups], columns=_DUP_COLUMNS),
-        source=source,
-        fmt=fmt_name,
-        rows_read=rows_read,
+        records=_records_frame(kept, scan.n_sharegpt > 0),
+        rejected=scan.rejected,
+        duplicates=pd.DataFrame([{c: d.get(c) for c in _DUP_COLUMNS} for d in scan.duplicates],
+                                columns=_DUP_COLUMNS),
+        source=scan.source,
+        fmt=scan.fmt,
+        rows_read=scan.rows_read,
     )
-
-
-# --------------------------------------------------------------------------- writers
 
 
 def _prepare(path: str | Path) -> Path:

@@ -588,3 +588,24 @@ def test_cherry_alpaca_3k_loads() -> None:
     assert 3000 <= len(res.records) <= 3111
     assert len(res.records) + len(res.rejected) + len(res.duplicates) == 3111
     assert res.records["id"].is_unique
+
+
+def test_streaming_scan_keeps_nothing_and_numbers_rows_across_parquet_batches(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from selectune.data import readers
+    from selectune.data.records import scan_records
+
+    rows = [{**ROWS[i % 2], "label": str(i)} for i in range(5)] + [{"instruction": "", "output": "x"}]
+    pd.DataFrame(rows).to_parquet(tmp_path / "d.parquet")
+    original = readers._iter_parquet
+    monkeypatch.setattr(readers, "_iter_parquet", lambda path, file: original(path, file, batch_rows=2))
+    seen: list[str] = []
+    scan = scan_records(tmp_path / "d.parquet", lambda r: seen.append(r["label"]), on_invalid="skip")
+    assert seen == ["0", "1"] and scan.valid == 2 and scan.rows_read == 6  # rows 3-5 repeat rows 1-2
+    assert [d["row"] for d in scan.duplicates] == [3, 4, 5] and scan.rejected[0].row == 6
+    assert scan.summary() == {"source": str(tmp_path / "d.parquet"), "fmt": "parquet", "rows_read": 6, "valid": 2,
+                              "rejected": 1, "duplicates": 3}
+    bad = write(tmp_path, "bad.jsonl", jsonl(ROWS[:2]) + "\n{oops\n")
+    with pytest.raises(DataValidationError, match="invalid JSON") as err:
+        scan_records(bad, lambda r: None)
+    assert err.value.line == 4 and err.value.row == 4  # a blank line between: numbered as in the file

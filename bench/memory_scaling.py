@@ -1,0 +1,96 @@
+"""Peak memory and wall time of ``selectune data validate`` as the input grows: synthetic Alpaca-style JSON Lines and
+Parquet files of 10k, 100k and 1M records (~560 bytes each, like Alpaca's; 1% exact duplicates), each validated by
+a fresh process whose peak RSS is read from the kernel (``getrusage``'s ``ru_maxrss``).
+
+    .venv/bin/python bench/memory_scaling.py [--sizes 10000,100000,1000000] [--formats jsonl,parquet] [--json F]
+
+Goal (issue 17): peak RSS under 400 MB at 1M records, and under 2x growth from 100k to 1M.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WORDS = ("the a of to and in is that for it as with was on be by this are or from at which an have not they "
+         "write explain list describe give create generate answer question data model function number list "
+         "python example summary sentence paragraph story poem email letter plan recipe").split()
+
+
+def text(i: int, n_words: int) -> str:
+    return " ".join(WORDS[(i * 7 + j * 13 + (i >> j % 5)) % len(WORDS)] for j in range(n_words))
+
+
+def records(n: int):
+    """n records; every 100th repeats the one before it (an exact duplicate)."""
+    for i in range(n):
+        k = i - 1 if i % 100 == 99 else i
+        yield {"instruction": f"{k}: " + text(k, 12 + k % 9), "input": text(k + 1, k % 3 * 6),
+               "output": text(k + 2, 60 + k % 41)}
+
+
+def write(path: Path, n: int, fmt: str) -> Path:
+    if fmt == "jsonl":
+        with open(path, "w", encoding="utf-8") as fh:
+            for r in records(n):
+                fh.write(json.dumps(r) + "\n")
+        return path
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    batch: list[dict] = []
+    with pq.ParquetWriter(path, pa.schema([(c, pa.string()) for c in ("instruction", "input", "output")])) as w:
+        for r in records(n):
+            batch.append(r)
+            if len(batch) == 50_000:
+                w.write_table(pa.Table.from_pylist(batch))
+                batch = []
+        if batch:
+            w.write_table(pa.Table.from_pylist(batch))
+    return path
+
+
+def validate(path: Path) -> tuple[float, float, dict]:
+    """Peak RSS (MB), wall seconds and summary of ``selectune data validate`` on ``path`` in a fresh process."""
+    code = ("import resource, sys\nfrom typer.main import get_command\nfrom selectune.cli.main import app\n"
+            "try:\n    get_command(app).main(['data', 'validate', '-i', sys.argv[1]], standalone_mode=False)\n"
+            "finally:\n    print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(f"data validate {path} failed:\n{proc.stderr[-2000:]}")
+    rss = int(proc.stderr.rsplit("MAXRSS", 1)[1].split()[0]) / 1024  # Linux: KiB
+    return rss, seconds, json.loads(proc.stdout)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="10000,100000,1000000")
+    ap.add_argument("--formats", default="jsonl,parquet")
+    ap.add_argument("--json", default=None, help="write the figures here")
+    args = ap.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for fmt in args.formats.split(","):
+            for n in map(int, args.sizes.split(",")):
+                path = write(Path(tmp) / f"records-{n}.{fmt}", n, fmt)
+                rss, seconds, summary = validate(path)
+                assert summary["rows_read"] == n and summary["duplicates"] == n // 100, summary
+                rows.append({"format": fmt, "records": n, "file_mb": round(path.stat().st_size / 2**20, 1),
+                             "peak_rss_mb": round(rss, 1), "seconds": round(seconds, 2),
+                             "records_per_s": round(n / seconds), "valid": summary["valid"]})
+                print(json.dumps(rows[-1]), flush=True)
+                path.unlink()
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
