@@ -61,7 +61,8 @@ class PipelineConfig(Config):
 
 def load_config(path: str | Path | None, backend: str | None = None) -> PipelineConfig:
     """Read a YAML recipe into a validated PipelineConfig (no file = defaults); ``backend`` (hf, vllm) replaces
-    the engine of every local model: the raters, the IFD students, a local teacher, the judge's sampling."""
+    the engine of every local model: the raters, the IFD students, a local teacher, the judge's sampling, the
+    evaluation's greedy answers."""
     raw = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}) if path is not None else {}
     if backend is not None:
         raw = with_backend(raw, backend)
@@ -74,7 +75,7 @@ def with_backend(raw: dict, backend: str) -> dict:
     """A recipe mapping with ``backend`` set in every section that runs a local model (an OpenAI-compatible
     teacher stays remote)."""
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
-    for section in ("selectit", "ifd", "judge"):
+    for section in ("selectit", "ifd", "judge", "eval"):
         out[section] = {**(out.get(section) or {}), "backend": backend}
     reflection = dict(out.get("reflection") or {})
     reflection["student"] = {**(reflection.get("student") or {}), "backend": backend}

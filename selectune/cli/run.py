@@ -16,7 +16,8 @@ def run_cmd(config: Annotated[Path | None, typer.Option(help="YAML recipe (Pipel
             limit: Annotated[int | None, typer.Option(help="Only the first N records")] = None,
             run_dir: Annotated[str | None, typer.Option(help="Output folder for this run")] = None,
             backend: Annotated[Literal["hf", "vllm"] | None, typer.Option(
-                help="Engine of every local model (raters, IFD students, a local teacher, the judge's sampling); "
+                help="Engine of every local model (raters, IFD students, a local teacher, the judge's sampling, "
+                     "the evaluation's greedy answers); "
                      "vllm needs a CUDA GPU and pip install 'selectune[vllm]'")] = None) -> None:
     """Run the curation flow (Prefect; no server needed) and print where outputs and MLflow runs are."""
     disable_telemetry()

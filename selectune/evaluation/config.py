@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from selectune.core.config import Config
+from selectune.core.config import BACKEND_HELP, Config, EngineChoice
 
 
 class EvalSetConfig(Config):
@@ -23,7 +23,7 @@ class EvalSetConfig(Config):
                                 "carve-out; records with the same ids are removed from the training pool")
 
 
-class EvalConfig(EvalSetConfig):
+class EvalConfig(EvalSetConfig, EngineChoice):
     """A fixed evaluation set and the measurements every compared model gets on it: reference-answer loss,
     lm-evaluation-harness tasks and a judge's pairwise win-rate, each per item with paired bootstrap intervals."""
 
@@ -44,6 +44,8 @@ class EvalConfig(EvalSetConfig):
     judge_api_key_secret: str | None = Field(None, description="openai judge: Prefect Secret block with the key "
                                              "(read when the pipeline flow runs)")
     max_new_tokens: int = Field(128, ge=1, description="Tokens per greedy answer compared by the judge")
+    backend: Literal["hf", "vllm"] = Field("hf", description="Engine writing the greedy answers the judge compares "
+                                           "(losses and lm-eval tasks run on transformers); " + BACKEND_HELP)
     lm_eval_tasks: list[str] = Field(default_factory=list, description="lm-evaluation-harness tasks to run on "
                                      "every compared model (standard tasks need the hub; see lm_eval_include_path)")
     lm_eval_include_path: str | None = Field(None, description="Folder of local lm-evaluation-harness task YAMLs")

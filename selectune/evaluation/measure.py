@@ -47,23 +47,32 @@ def item_losses(lm: Any, items: pd.DataFrame, max_tokens: int, batch_size: int) 
 
 
 def greedy_answers(lm: Any, identity: str, items: pd.DataFrame, cfg: EvalConfig) -> list[str]:
-    """Greedy answers per item, from the cache when this model answered this item with these settings before."""
+    """Greedy answers per item, from the cache when this model answered this item with these settings before;
+    ``lm.model`` is a transformers model or a vLLM engine (its answers cached apart)."""
     from tqdm.auto import tqdm
 
     from selectune.core.cache import Cache, cache_key
     from selectune.core.generate import generate
     from selectune.core.prompts import prompt_ids
     from selectune.core.settings import home
+    from selectune.core.vllm import Engine
 
+    on_vllm = isinstance(lm.model, Engine)
     cache = Cache(home() / "cache" / "evaluation.sqlite", *ANSWERS)
-    keys = [cache_key(identity, rid, lm.template, cfg.max_new_tokens, "greedy") for rid in items["id"]]
+    keys = [cache_key(identity, rid, lm.template, cfg.max_new_tokens, "greedy", *(["vllm"] if on_vllm else []))
+            for rid in items["id"]]
     found = cache.get_many(keys)
     todo = [i for i, k in enumerate(keys) if k not in found]
     if todo:
         prompts = [prompt_ids(lm.template, lm.tokenizer, items["instruction"].iloc[i], items["input"].iloc[i] or "")
                    for i in todo]
-        with tqdm(total=len(todo), desc=f"answers {identity[:24]}", leave=False) as bar:
-            out = generate(lm.model, lm.tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size, progress=bar)
+        if on_vllm:
+            from selectune.core import vllm
+
+            out = vllm.generate_batch(lm.model, prompts, cfg.max_new_tokens)
+        else:
+            with tqdm(total=len(todo), desc=f"answers {identity[:24]}", leave=False) as bar:
+                out = generate(lm.model, lm.tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size, progress=bar)
         cache.put_many((keys[i], g.text.strip(), g.n_tokens) for i, g in zip(todo, out, strict=True))
         found.update({keys[i]: (g.text.strip(), g.n_tokens) for i, g in zip(todo, out, strict=True)})
     cache.close()
@@ -78,12 +87,19 @@ def measure(cfg: EvalConfig, items: pd.DataFrame, models: dict[str, str], judge:
     rows: list[dict[str, Any]] = []
     out = Measurements(pd.DataFrame(columns=ITEM_COLUMNS))
     for name, ref in models.items():
+        if judge is not None and cfg.backend == "vllm":  # answers on vLLM, released before transformers loads
+            from selectune.tracking.registry import load_vllm_model
+
+            vlm = load_vllm_model(ref, cfg.vllm)
+            out.answers[name] = greedy_answers(vlm, model_digest(ref), items, cfg)
+            del vlm
+            gc.collect()
         lm = load_model(ref)
         if cfg.reference_loss:
             loss, tokens = item_losses(lm, items, cfg.max_tokens, cfg.batch_size)
             rows += [{"item_id": rid, "model": name, "metric": "loss", "value": v, "weight": float(t)}
                      for rid, v, t in zip(items["id"], loss, tokens, strict=True)]
-        if judge is not None:
+        if judge is not None and name not in out.answers:
             out.answers[name] = greedy_answers(lm, model_digest(ref), items, cfg)
         if cfg.lm_eval_tasks:
             from selectune.evaluation.harness import run_tasks

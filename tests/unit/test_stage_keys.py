@@ -35,7 +35,7 @@ TRAINING = {"save_steps", "gradient_checkpointing"}
 # stage runs at all). Declaring another field ``runtime`` in a config needs the same change here.
 RUNTIME: dict[str, set[str]] = {
     "DataConfig": set(), "EvalSetConfig": set(), "SelectionConfig": set(), "PromoteConfig": {"enabled"},
-    "EvalConfig": {"enabled", "batch_size", "judge_api_key_env", "judge_api_key_secret"},
+    "EvalConfig": VLLM | {"enabled", "batch_size", "judge_api_key_env", "judge_api_key_secret"},
     "SelectITConfig": SCORING | {"use_cache"},
     "IFDScoringConfig": SCORING | {"enabled", "use_cache"},
     "ReflectionConfig": {"enabled", "trace_calls", *(f"student.{f}" for f in SCORING),

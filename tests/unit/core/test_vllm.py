@@ -34,8 +34,10 @@ def test_choosing_vllm_without_it_fails_when_the_config_loads() -> None:
     if HAS_VLLM and _cuda():
         pytest.skip("vLLM and a GPU are both present: the error path cannot be reached")
     from selectune.config import IFDConfig, JudgeConfig, ReflectionConfig, SelectITConfig, TeacherConfig, load_config
+    from selectune.evaluation.config import EvalConfig
 
     for build in (lambda: SelectITConfig(backend="vllm"), lambda: IFDConfig(backend="vllm"),
+                  lambda: EvalConfig(backend="vllm"),
                   lambda: TeacherConfig(backend="vllm"), lambda: JudgeConfig(backend="vllm"),
                   lambda: ReflectionConfig(student={"backend": "vllm"}), lambda: load_config(None, "vllm")):
         with pytest.raises(ValidationError, match=WHY):
@@ -61,6 +63,7 @@ def test_run_backend_reaches_every_local_model(monkeypatch: pytest.MonkeyPatch) 
 
     raw = with_backend({"reflection": {"teacher": {"backend": "openai", "base_url": "http://x/v1"}}}, "vllm")
     assert raw["selectit"]["backend"] == raw["ifd"]["backend"] == raw["judge"]["backend"] == "vllm"
+    assert raw["eval"]["backend"] == "vllm"
     assert raw["reflection"]["student"]["backend"] == "vllm"
     assert raw["reflection"]["teacher"] == {"backend": "openai", "base_url": "http://x/v1"}  # remote stays remote
     assert with_backend({}, "vllm")["reflection"]["teacher"]["backend"] == "vllm"
@@ -195,6 +198,20 @@ def test_judge_samples_on_vllm_equal_transformers(vllm_here, tiny_model: str, re
     pd.testing.assert_frame_equal(got, ref)
     seeds = [p["seed"] for _, p in vllm_here[0].requests]
     assert len(set(seeds)) == len(seeds) == 6  # one seed per (record, sample)
+
+
+def test_evaluation_answers_on_vllm_equal_transformers_and_are_cached_apart(
+        vllm_here, tiny_model: str, records: pd.DataFrame) -> None:
+    from selectune.evaluation.config import EvalConfig
+    from selectune.evaluation.measure import greedy_answers
+    from selectune.tracking.registry import load_model, load_vllm_model
+
+    cfg = EvalConfig(backend="vllm", max_new_tokens=8)
+    items = records.head(3)
+    ref = greedy_answers(load_model(tiny_model, dtype="float32", device="cpu"), "tiny", items, cfg)
+    got = greedy_answers(load_vllm_model(tiny_model, cfg.vllm, "float32"), "tiny", items, cfg)
+    assert got == ref and len(vllm_here[0].requests) == 3  # not served from the transformers answers' cache
+    assert all(p["temperature"] == 0.0 and p["max_tokens"] == 8 for _, p in vllm_here[0].requests)
 
 
 # ---- real vLLM on a GPU ----
