@@ -7,12 +7,14 @@ converted once to safetensors under ``$SELECTUNE_HOME/models/<alias>`` and loade
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import math
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -111,6 +113,40 @@ def prepare(alias: str) -> Path:
     return out
 
 
+@contextlib.contextmanager
+def _gguf_read_once() -> Iterator[None]:
+    """transformers parses a GGUF's metadata three times (config, weights, tokenizer), each through numpy memmap
+    views, one per vocabulary string: ~20 s apiece for gemma-3's 262k tokens. Inside this block a file is parsed
+    once, from plain array views of the mapping, and that reader is reused."""
+    import gguf
+    import numpy as np
+
+    real = gguf.GGUFReader
+
+    class Reader(real):  # type: ignore[misc, valid-type]
+        @property
+        def data(self) -> Any:
+            return self._array
+
+        @data.setter
+        def data(self, value: Any) -> None:
+            self._array = np.asarray(value)  # a plain ndarray view: no memmap bookkeeping per slice
+
+    readers: dict[tuple[str, str], Any] = {}
+
+    def reader(path: str | os.PathLike[str], mode: str = "r") -> Any:
+        key = (str(Path(path).resolve()), mode)
+        if key not in readers:
+            readers[key] = Reader(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = real
+
+
 def convert_gguf(gguf: Path, out: Path) -> int:
     """De-quantize a GGUF causal LM and save it as float32 safetensors; returns the parameter count.
 
@@ -121,14 +157,17 @@ def convert_gguf(gguf: Path, out: Path) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    src = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    with _gguf_read_once():
+        src = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     cfg_dict = src.config.to_dict()
     cfg_dict.pop("quantization_config", None)
     cfg_dict.pop("_name_or_path", None)
     config = type(src.config).from_dict(cfg_dict)
-    clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    clean.load_state_dict(src.state_dict(), strict=True)
+    with torch.device("meta"):  # no random initialization: every weight comes from the GGUF
+        clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    clean.load_state_dict(src.state_dict(), strict=True, assign=True)
+    clean.tie_weights()  # assign=True replaced the tied head's parameter with its own copy of the reference
     n_params = sum(p.numel() for p in clean.parameters())
     clean.save_pretrained(out)
     tok.save_pretrained(out)
