@@ -69,18 +69,22 @@ class Engine:
                                  lora_request=self.lora)
 
 
-def load_engine(model: str, dtype: str = "auto", max_num_seqs: int = 256, gpu_memory_utilization: float = 0.9,
-                tensor_parallel_size: int = 1, seed: int = 0, trust_remote_code: bool = False, top_n: int = TOP_N,
-                adapter: str | None = None, **engine_kwargs: Any) -> Engine:
+def load_engine(model: str, dtype: str = "auto", options: Any = None, seed: int = 0, trust_remote_code: bool = False,
+                adapter: str | None = None, top_n: int = TOP_N, **engine_kwargs: Any) -> Engine:
     """vllm.LLM for an alias, local folder or hub id (safetensors); ``dtype`` auto = bfloat16 where supported;
-    ``adapter``: a LoRA adapter folder served on top of ``model``."""
+    ``options``: a :class:`selectune.core.config.VLLMOptions` (default its defaults); ``adapter``: a LoRA adapter
+    folder served on top of ``model``."""
     if why := unavailable():
         raise RuntimeError(f"the vLLM backend cannot run here: {why}")
     import vllm
 
     from selectune.core import models
+    from selectune.core.config import VLLMOptions
     from selectune.core.settings import resolve_dtype
 
+    o = options or VLLMOptions()
+    max_num_seqs, gpu_memory_utilization, tensor_parallel_size = (o.max_num_seqs, o.gpu_memory_utilization,
+                                                                  o.tensor_parallel_size)
     dt = resolve_dtype(dtype, "cuda")
     lora_kwargs: dict[str, Any] = {}
     if adapter:

@@ -242,6 +242,9 @@ def load_records(
     )
 
 
+# --------------------------------------------------------------------------- writers
+
+
 def _prepare(path: str | Path) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -46,9 +46,7 @@ def load_student(cfg: IFDConfig) -> tuple[Any, Any]:
     if cfg.backend == "vllm":
         from selectune.core.vllm import load_engine
 
-        engine = load_engine(cfg.model, resolve_dtype(cfg.dtype, "cuda"), cfg.vllm.max_num_seqs,
-                             cfg.vllm.gpu_memory_utilization, cfg.vllm.tensor_parallel_size,
-                             trust_remote_code=cfg.trust_remote_code)
+        engine = load_engine(cfg.model, cfg.dtype, cfg.vllm, trust_remote_code=cfg.trust_remote_code)
         return engine, engine.tokenizer()
     dev = best_device()
     return models.load_causal_lm(cfg.model, dtype=resolve_dtype(cfg.dtype, dev), device=dev,

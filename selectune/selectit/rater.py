@@ -141,8 +141,7 @@ def rate(df: pd.DataFrame, model_name: str, cfg: SelectITConfig, prompts: list[s
     if vllm:
         from selectune.core.vllm import load_engine
 
-        model = load_engine(model_name, dtype, cfg.vllm.max_num_seqs, cfg.vllm.gpu_memory_utilization,
-                            cfg.vllm.tensor_parallel_size, trust_remote_code=cfg.trust_remote_code)
+        model = load_engine(model_name, dtype, cfg.vllm, trust_remote_code=cfg.trust_remote_code)
         tok = model.tokenizer()
     else:
         dev = best_device()

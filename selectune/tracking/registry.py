@@ -220,14 +220,12 @@ def load_vllm_model(ref: str, options: Any, dtype: str = "auto", seed: int = 0,
     registry URI is served as a LoRA adapter on the base it records. ``options``: a VLLMOptions."""
     from selectune.core.lora import read_meta
     from selectune.core.prompts import pick_template
-    from selectune.core.settings import resolve_dtype
     from selectune.core.vllm import load_engine
 
     folder = adapter_folder(ref)
     meta = read_meta(folder) if folder is not None else None
-    engine = load_engine(meta["base"] if meta else ref, resolve_dtype(dtype, "cuda"), options.max_num_seqs,
-                         options.gpu_memory_utilization, options.tensor_parallel_size, seed, trust_remote_code,
-                         adapter=str(folder) if folder is not None else None)
+    engine = load_engine(meta["base"] if meta else ref, dtype, options, seed, trust_remote_code,
+                         str(folder) if folder is not None else None)
     tok = engine.tokenizer()
     template = meta["template"] if meta else pick_template("auto", ref, tok)
     return LoadedModel(engine, tok, template, ref, str(folder) if folder is not None else None)

@@ -140,13 +140,10 @@ class VLLMTeacher(HFTeacher):
 
     def _load(self) -> Any:
         if self._model is None:
-            from selectune.core.settings import resolve_dtype
             from selectune.core.vllm import load_engine
 
-            o = self.cfg.vllm
-            self._model = load_engine(self.cfg.model, resolve_dtype(self.cfg.dtype, "cuda"), o.max_num_seqs,
-                                      o.gpu_memory_utilization, o.tensor_parallel_size, self.cfg.seed,
-                                      self.cfg.trust_remote_code)
+            cfg = self.cfg
+            self._model = load_engine(cfg.model, cfg.dtype, cfg.vllm, cfg.seed, cfg.trust_remote_code)
         return self._model
 
     def _generate_batch(self, prompts: list[list[int]], seeds: list[int], stops: tuple[str, ...]) -> list[Any]:
