@@ -8,14 +8,15 @@ shared by many runs answers once), and the lm-evaluation-harness tasks. Then the
 
 from __future__ import annotations
 
-import gc
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from selectune.core.models import collect_if_alive
 from selectune.evaluation.config import EvalConfig
 
 ITEM_COLUMNS = ["item_id", "model", "metric", "value", "weight", "answer", "detail"]
@@ -92,8 +93,9 @@ def measure(cfg: EvalConfig, items: pd.DataFrame, models: dict[str, str], judge:
 
             vlm = load_vllm_model(ref, cfg.vllm)
             out.answers[name] = greedy_answers(vlm, model_digest(ref), items, cfg)
+            alive = weakref.ref(vlm)
             del vlm
-            gc.collect()
+            collect_if_alive(alive)
         lm = load_model(ref)
         if cfg.reference_loss:
             loss, tokens = item_losses(lm, items, cfg.max_tokens, cfg.batch_size)
@@ -108,8 +110,9 @@ def measure(cfg: EvalConfig, items: pd.DataFrame, models: dict[str, str], judge:
                                                 cfg.lm_eval_limit, cfg.lm_eval_num_fewshot, cfg.batch_size)
             rows += [{"item_id": f"{d.task}:{d.doc_id}", "model": name, "metric": f"lm_eval.{d.task}.{d.metric}",
                       "value": d.value, "weight": 1.0, "detail": d.response} for d in docs.itertuples(index=False)]
+        alive = weakref.ref(lm.model)
         del lm
-        gc.collect()
+        collect_if_alive(alive)
     if judge is not None:
         rows += judged_rows(judge, items, out, list(models))
     for name, answers in out.answers.items():

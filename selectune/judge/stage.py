@@ -10,8 +10,8 @@ model under evaluation. Selective instruction following is evaluated as a covera
 
 from __future__ import annotations
 
-import gc
 import math
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from selectune.core.digests import file_digest
+from selectune.core.models import collect_if_alive
 from selectune.judge.config import JudgeConfig
 from selectune.judge.prompts import prompt_texts
 from selectune.stage import StageResult, run_stage
@@ -98,8 +99,9 @@ def judge_stage(cfg: JudgeConfig, records: str | Path, run_dir: str | Path, pare
 
             vlm = load_vllm_model(ref, cfg.vllm, cfg.dtype, cfg.seed, cfg.trust_remote_code)
             samples = judge.sample_for_labels(judge.label_records(df), cfg, vlm)
+            alive = weakref.ref(vlm)
             del vlm
-            gc.collect()
+            collect_if_alive(alive)
         dev = device()
         lm = load_model(ref, "auto", resolve_dtype(cfg.dtype, dev), dev, cfg.trust_remote_code)
         labels = judge.generate_labels(df, cfg, lm, samples=samples)
@@ -107,8 +109,9 @@ def judge_stage(cfg: JudgeConfig, records: str | Path, run_dir: str | Path, pare
         labels_path = write_parquet(labels, out / "labels.parquet")
         pairs = labels[labels["split"] == "heldout"].reset_index(drop=True)
         ppl = response_perplexity(lm, pairs, cfg)
+        alive = weakref.ref(lm.model)
         del lm
-        gc.collect()
+        collect_if_alive(alive)
 
         res = judge_train.train_judge(cfg, labels[labels["split"] == "train"].reset_index(drop=True), out)
         jd = judge_infer.Judge(res.model, res.tokenizer, res.template, cfg.max_tokens, str(res.adapter_dir),

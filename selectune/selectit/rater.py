@@ -7,9 +7,9 @@ token, sentence and model level scores (:mod:`selectune.selectit.scores`)."""
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,9 +174,10 @@ def rate(df: pd.DataFrame, model_name: str, cfg: SelectITConfig, prompts: list[s
         result.tokens = sum(len(s) for s in seqs)
         if vllm:
             result.engine = model.settings
-    finally:
-        del model  # release before the next rater loads: peak memory = the largest rater
-        gc.collect()
+    finally:  # release before the next rater loads: peak memory = the largest rater
+        alive = weakref.ref(model)
+        del model
+        models.collect_if_alive(alive)
     result.probs, result.truncated = probs.reshape(n, r, cfg.rating_scale), truncated.reshape(n, r)
     return result
 

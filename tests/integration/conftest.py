@@ -12,8 +12,13 @@ def prefect_server():
     """Flows called in this process report to a temporary Prefect server (SQLite)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+    from tests.fixtures.servers import NO_RECORDER
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in NO_RECORDER.items():
+            mp.setenv(name, value)  # read by the harness's server process
+        with prefect_test_harness(server_startup_timeout=120):
+            yield
 
 
 @pytest.fixture(scope="package")

@@ -33,3 +33,33 @@ def test_a_gguf_file_is_parsed_once_and_read_the_same(tmp_path: Path) -> None:
         assert first.fields["llama.block_count"].parts[-1][0] == 2
         np.testing.assert_array_equal(first.tensors[0].data, plain.tensors[0].data)
     assert gguf.GGUFReader is real
+
+
+def test_the_cycle_collector_runs_only_for_a_model_that_survives_its_last_reference(monkeypatch) -> None:
+    import gc
+    import weakref
+
+    from selectune.core import models
+
+    class Model:  # stands in for a torch module
+        pass
+
+    calls: list[int] = []
+    collect = gc.collect
+    monkeypatch.setattr(gc, "collect", lambda *a: calls.append(1) or collect(*a))
+    gc.disable()  # only the helper may collect here
+    try:
+        plain = Model()
+        alive = weakref.ref(plain)
+        del plain  # refcounting frees it: no full collection
+        models.collect_if_alive(alive)
+        assert alive() is None and calls == []
+        cyclic = Model()
+        cyclic.self = cyclic  # a reference cycle keeps it after del
+        alive = weakref.ref(cyclic)
+        del cyclic
+        assert alive() is not None
+        models.collect_if_alive(alive)
+        assert alive() is None and calls == [1]
+    finally:
+        gc.enable()
