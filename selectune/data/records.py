@@ -234,8 +234,7 @@ def load_records(
     return LoadResult(
         records=_records_frame(kept, scan.n_sharegpt > 0),
         rejected=scan.rejected,
-        duplicates=pd.DataFrame([{c: d.get(c) for c in _DUP_COLUMNS} for d in scan.duplicates],
-                                columns=_DUP_COLUMNS),
+        duplicates=duplicates_frame(scan.duplicates),
         source=scan.source,
         fmt=scan.fmt,
         rows_read=scan.rows_read,
@@ -257,6 +256,18 @@ def write_rejections(rejections: list[Rejection], path: str | Path) -> Path:
     with out.open("w", encoding="utf-8") as fh:
         for rej in rejections:
             fh.write(json.dumps(asdict(rej), ensure_ascii=False) + "\n")
+    return out
+
+
+def duplicates_frame(duplicates: list[dict[str, Any]]) -> pd.DataFrame:
+    """The exact duplicates a scan dropped, one row each (texts, ``duplicate_of``, row, line)."""
+    return pd.DataFrame([{c: d.get(c) for c in _DUP_COLUMNS} for d in duplicates], columns=_DUP_COLUMNS)
+
+
+def write_duplicates(duplicates: list[dict[str, Any]], path: str | Path) -> Path:
+    """The dropped duplicates as JSON Lines (the load stage's duplicates.jsonl)."""
+    out = _prepare(path)
+    duplicates_frame(duplicates).to_json(out, orient="records", lines=True, force_ascii=False)
     return out
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from selectune.core.digests import file_digest
 from selectune.data.config import DataConfig
-from selectune.data.records import load_records, write_parquet, write_rejections
+from selectune.data.records import write_duplicates, write_rejections
+from selectune.data.stream import write_records
 from selectune.stage import StageResult, run_stage
 from selectune.tracking import runs
 
@@ -23,17 +26,15 @@ def load_stage(cfg: DataConfig, run_dir: str | Path, parent_run_id: str | None =
     """Read and validate the dataset; write records.parquet (+ rejected.jsonl, duplicates.jsonl)."""
 
     def body(out: Path) -> tuple[LoadOutputs, dict[str, float]]:
-        res = load_records(cfg.input, fmt=cfg.format, on_invalid=cfg.on_invalid)
-        df = res.records.head(cfg.limit) if cfg.limit else res.records
-        rejected = write_rejections(res.rejected, out / "rejected.jsonl") if res.rejected else None
-        duplicates = None
-        if len(res.duplicates):
-            duplicates = out / "duplicates.jsonl"
-            res.duplicates.to_json(duplicates, orient="records", lines=True, force_ascii=False)
-        outputs = LoadOutputs(write_parquet(df, out / "records.parquet"), rejected, duplicates)
-        if parent_run_id:
-            runs.log_dataset(df, cfg.input, "records", "input")
-        return outputs, {"rows_read": res.rows_read, "records_out": len(df), "rejected": len(res.rejected),
-                         "duplicates": len(res.duplicates)}
+        records = out / "records.parquet"  # streamed: memory holds one chunk of records
+        scan = write_records(cfg.input, records, fmt=cfg.format, on_invalid=cfg.on_invalid, limit=cfg.limit or None)
+        rejected = write_rejections(scan.rejected, out / "rejected.jsonl") if scan.rejected else None
+        duplicates = write_duplicates(scan.duplicates, out / "duplicates.jsonl") if scan.duplicates else None
+        n_out = min(scan.valid, cfg.limit) if cfg.limit else scan.valid
+        if parent_run_id:  # MLflow's dataset record profiles the table: read back for it
+            runs.log_dataset(pd.read_parquet(records), cfg.input, "records", "input")
+        return LoadOutputs(records, rejected, duplicates), {"rows_read": scan.rows_read, "records_out": n_out,
+                                                            "rejected": len(scan.rejected),
+                                                            "duplicates": len(scan.duplicates)}
 
     return run_stage("load", run_dir, cfg, {"input": file_digest(cfg.input)}, body, LoadOutputs, parent_run_id)
