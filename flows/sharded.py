@@ -33,6 +33,7 @@ from prefect.cache_policies import NO_CACHE
 
 from selectune.config import ScaleConfig
 from selectune.core.settings import TELEMETRY_OFF, disable_telemetry, home
+from selectune.data.records import write_parquet
 from selectune.selectit import shards
 from selectune.selectit.config import SelectITConfig
 from selectune.selectit.stage import ScoreOutputs, Scorer, score_stage
@@ -162,7 +163,7 @@ def sharded_scorer(cfg: SelectITConfig, scale: ScaleConfig) -> Scorer:
     """A ``score_stage`` scorer that plans shards, scores the unfinished ones on ``scale``'s runner (one Prefect
     task each) and merges them; finished shards of an interrupted run are not scored again."""
 
-    def score(records: Path, out: Path, key: str) -> tuple[pd.DataFrame, dict[str, float], Path]:
+    def score(records: Path, out: Path, key: str) -> tuple[Path, dict[str, float], Path]:
         n_records = len(pd.read_parquet(records, columns=["id"]))
         shard_dir = out / "shards"
         start = time.perf_counter()
@@ -174,7 +175,7 @@ def sharded_scorer(cfg: SelectITConfig, scale: ScaleConfig) -> Scorer:
         table, m = shards.merge_shards(shard_dir, results, n_records, cfg)
         rated = sum(r["rows"] for r in results if not r["skipped"])
         m["records_per_s"] = round(rated / wall, 3) if rated else 0.0
-        return table, m, shard_dir
+        return write_parquet(table, out / "scored.parquet"), m, shard_dir
 
     return score
 

@@ -37,12 +37,18 @@ def score_selectit_cmd(
     on_invalid: Annotated[OnInvalid, typer.Option()] = "error",
     limit: Annotated[int | None, typer.Option(help="Score only the first N records")] = None,
 ) -> None:
-    """SelectIT scores (token, sentence and model level) for every record."""
+    """SelectIT scores (token, sentence and model level) for every record, a chunk of records at a time."""
+    import tempfile
+
+    import pandas as pd
+    import pyarrow.parquet as pq
+
     from selectune.core.metrics import label_auroc
     from selectune.data.readers import DataValidationError
-    from selectune.data.records import load_records as load
-    from selectune.data.records import write_parquet, write_rejections
-    from selectune.selectit.rater import rating_cache, score_selectit
+    from selectune.data.records import write_rejections
+    from selectune.data.stream import write_records
+    from selectune.selectit.chunks import score_file
+    from selectune.selectit.rater import rating_cache
 
     try:
         parsed = [float(w) for w in weights.split(",")] if weights else None
@@ -53,23 +59,30 @@ def score_selectit_cmd(
                 rating_prompts_file=rating_prompts, dtype=dtype, backend=backend, rating_scale=rating_scale,
                 std_penalty=std_penalty, batch_size=batch_size, max_tokens=max_tokens,
                 use_cache=False if no_cache else None)
-    try:
-        res = load(input, on_invalid=on_invalid)
-    except DataValidationError as err:
-        fail(str(err))
-    df = res.records.head(limit) if limit is not None else res.records
-    if res.rejected:
-        side = write_rejections(res.rejected, output.with_name(output.stem + ".rejected.jsonl"))
-        typer.echo(f"rejected rows: {len(res.rejected)} -> {side}")
-    try:
-        report = score_selectit(df, cfg, rating_cache() if cfg.use_cache else None)
-    except (ValueError, OSError) as err:
-        fail(str(err))
-    write_parquet(report.table, output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.records-") as tmp:
+        records = Path(tmp) / "records.parquet"
+        try:  # validated and deduped into Parquet a chunk at a time (memory stays flat)
+            scan = write_records(input, records, on_invalid=on_invalid, limit=limit)
+        except DataValidationError as err:
+            fail(str(err))
+        if scan.rejected:
+            side = write_rejections(scan.rejected, output.with_name(output.stem + ".rejected.jsonl"))
+            typer.echo(f"rejected rows: {len(scan.rejected)} -> {side}")
+        cache = rating_cache() if cfg.use_cache else None
+        try:
+            report = score_file(records, output, cfg, cache)
+        except (ValueError, OSError) as err:
+            fail(str(err))
+        finally:
+            if cache is not None:
+                cache.close()
     m = report.metrics()
-    auroc = label_auroc(report.table, "selectit_score")
+    names = pq.read_schema(output).names
+    auroc = label_auroc(pd.read_parquet(output, columns=[c for c in ("selectit_score", "label") if c in names]),
+                        "selectit_score")
     tail = f"; AUROC vs labels {auroc:.3f}" if auroc is not None else ""
-    typer.echo(f"scored {len(df)} records -> {output} (cache hits {m['cache_hits']:.0f}, computed "
+    typer.echo(f"scored {report.records} records -> {output} (cache hits {m['cache_hits']:.0f}, computed "
                f"{m['ratings_computed']:.0f} ratings){tail}")
 
 

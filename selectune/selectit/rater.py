@@ -67,16 +67,21 @@ class ScoreReport:
     weights: list[float] = field(default_factory=list)
 
     def metrics(self) -> dict[str, float]:
-        out: dict[str, float] = {"records": float(len(self.table))}
-        for r in self.raters:
-            out[f"{r.key}.cache_hits"] = r.cache_hits
-            out[f"{r.key}.computed"] = r.computed
-            out[f"{r.key}.seconds"] = round(r.seconds, 3)
-            if r.seconds > 0:
-                out[f"{r.key}.ratings_per_s"] = round(r.computed / r.seconds, 3)
-        out["cache_hits"] = sum(r.cache_hits for r in self.raters)
-        out["ratings_computed"] = sum(r.computed for r in self.raters)
-        return out
+        return rater_metrics(len(self.table), self.raters)
+
+
+def rater_metrics(n_records: int, raters: list[Any]) -> dict[str, float]:
+    """Per rater (a :class:`RaterResult` or a file's totals): cache hits, ratings computed, seconds, ratings/s."""
+    out: dict[str, float] = {"records": float(n_records)}
+    for r in raters:
+        out[f"{r.key}.cache_hits"] = r.cache_hits
+        out[f"{r.key}.computed"] = r.computed
+        out[f"{r.key}.seconds"] = round(r.seconds, 3)
+        if r.seconds > 0:
+            out[f"{r.key}.ratings_per_s"] = round(r.computed / r.seconds, 3)
+    out["cache_hits"] = sum(r.cache_hits for r in raters)
+    out["ratings_computed"] = sum(r.computed for r in raters)
+    return out
 
 
 def rating_prompts(cfg: SelectITConfig) -> list[str]:
@@ -115,46 +120,83 @@ def too_long(df: pd.DataFrame, index: int, n_prompts: int, err: Any) -> ValueErr
                       "refused (truncation: right cuts the end of the output, keeping the answer cue)")
 
 
-def rate(df: pd.DataFrame, model_name: str, cfg: SelectITConfig, prompts: list[str],
-         cache: Cache | None = None, progress: bool = True) -> RaterResult:
-    """Rating-token probabilities of one rater for every (record, prompt) pair, cache first; the uncached ones on
-    ``cfg.backend`` (transformers, or vLLM: its ratings keyed apart, since its kernels round differently)."""
-    vllm = cfg.backend == "vllm"
-    dtype = resolve_dtype(cfg.dtype, "cuda" if vllm else best_device())
-    fp = models.fingerprint(model_name)
-    n, r = len(df), len(prompts)
-    keys = [cache_key(rid, fp, rating.prompt_hash(p), cfg.rating_scale, cfg.layout, dtype, cfg.max_tokens,
-                      cfg.truncation, *(["vllm"] if vllm else [])) for rid in df["id"] for p in prompts]
-    cached = cache.get_many(keys) if cache is not None else {}
-    probs = np.zeros((n * r, cfg.rating_scale))
-    truncated = np.zeros(n * r, dtype=bool)
-    for i, key in enumerate(keys):
-        if key in cached:
-            blob, truncated[i], _ = cached[key]
-            probs[i] = np.frombuffer(blob, dtype=np.float64)
-    todo = [i for i, key in enumerate(keys) if key not in cached]
-    result = RaterResult(models.model_key(model_name), probs, truncated, models.count_parameters(model_name),
-                         cache_hits=len(cached), fingerprint=fp)
-    if not todo:
+class Rater:
+    """One rater over one table or many chunks of one: ratings come from the cache first, the rest from the model,
+    loaded at the first rating the cache lacks and kept until :meth:`close` (then released before the next rater
+    loads: peak memory = the largest rater). Uncached ratings run on ``cfg.backend`` (transformers, or vLLM: its
+    ratings keyed apart, since its kernels round differently)."""
+
+    def __init__(self, model_name: str, cfg: SelectITConfig, prompts: list[str], cache: Cache | None = None,
+                 progress: bool = True, total: int | None = None) -> None:
+        self.name, self.cfg, self.prompts, self.cache = model_name, cfg, prompts, cache
+        self.vllm = cfg.backend == "vllm"
+        self.dtype = resolve_dtype(cfg.dtype, "cuda" if self.vllm else best_device())
+        self.fingerprint = models.fingerprint(model_name)
+        self.key = models.model_key(model_name)
+        self.n_params = models.count_parameters(model_name)
+        self.model: Any = None
+        self.tok: Any = None
+        self.bar = tqdm(total=total, desc=f"SelectIT {self.key}", unit="rating", disable=not progress)
+
+    def __enter__(self) -> Rater:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _load(self) -> None:
+        if self.vllm:
+            from selectune.core.vllm import load_engine
+
+            self.model = load_engine(self.name, self.dtype, self.cfg.vllm,
+                                     trust_remote_code=self.cfg.trust_remote_code)
+            self.tok = self.model.tokenizer()
+        else:
+            self.model, self.tok = models.load_causal_lm(self.name, dtype=self.dtype, device=best_device(),
+                                                         trust_remote_code=self.cfg.trust_remote_code,
+                                                         attn_implementation=self.cfg.attn_implementation)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.model is not None:
+            alive = weakref.ref(self.model)
+            self.model = None
+            models.collect_if_alive(alive)
+
+    def rate(self, df: pd.DataFrame) -> RaterResult:
+        """Rating-token probabilities for every (record, prompt) pair of ``df``."""
+        cfg, cache, r = self.cfg, self.cache, len(self.prompts)
+        n = len(df)
+        keys = [cache_key(rid, self.fingerprint, rating.prompt_hash(p), cfg.rating_scale, cfg.layout, self.dtype,
+                          cfg.max_tokens, cfg.truncation, *(["vllm"] if self.vllm else []))
+                for rid in df["id"] for p in self.prompts]
+        cached = cache.get_many(keys) if cache is not None else {}
+        probs = np.zeros((n * r, cfg.rating_scale))
+        truncated = np.zeros(n * r, dtype=bool)
+        for i, key in enumerate(keys):
+            if key in cached:
+                blob, truncated[i], _ = cached[key]
+                probs[i] = np.frombuffer(blob, dtype=np.float64)
+        todo = [i for i, key in enumerate(keys) if key not in cached]
+        result = RaterResult(self.key, probs, truncated, self.n_params, cache_hits=len(cached),
+                             fingerprint=self.fingerprint)
+        self.bar.update(len(cached))
+        if todo:
+            if self.model is None:
+                self._load()
+            self._compute(df, keys, todo, result)
         result.probs, result.truncated = probs.reshape(n, r, cfg.rating_scale), truncated.reshape(n, r)
         return result
-    if vllm:
-        from selectune.core.vllm import load_engine
 
-        model = load_engine(model_name, dtype, cfg.vllm, trust_remote_code=cfg.trust_remote_code)
-        tok = model.tokenizer()
-    else:
-        dev = best_device()
-        model, tok = models.load_causal_lm(model_name, dtype=dtype, device=dev,
-                                           trust_remote_code=cfg.trust_remote_code,
-                                           attn_implementation=cfg.attn_implementation)
-    try:
-        texts, tail = build_texts(df, prompts, cfg.layout, tok)
+    def _compute(self, df: pd.DataFrame, keys: list[str], todo: list[int], result: RaterResult) -> None:
+        cfg, cache, r, probs, truncated = self.cfg, self.cache, len(self.prompts), result.probs, result.truncated
+        texts, tail = build_texts(df, self.prompts, cfg.layout, self.tok)
         try:
-            enc = lm.encode(tok, [texts[i] for i in todo], tail, cfg.max_tokens, cfg.truncation,
+            enc = lm.encode(self.tok, [texts[i] for i in todo], tail, cfg.max_tokens, cfg.truncation,
                             add_special_tokens=cfg.layout == "official")
         except lm.TooLong as err:
             raise too_long(df, todo[err.row], r, err) from None
+        del texts
         seqs = [e.ids for e in enc]
 
         def commit(done: list[int], p: np.ndarray) -> None:  # ratings todo[j] for j in done -> arrays, cache
@@ -166,20 +208,21 @@ def rate(df: pd.DataFrame, model_name: str, cfg: SelectITConfig, prompts: list[s
                                for row, j in zip(rows, done, strict=True))
 
         start = time.perf_counter()
-        with tqdm(total=len(todo), desc=f"SelectIT {result.key}", unit="rating", disable=not progress) as bar:
-            (_rate_vllm if vllm else _rate_hf)(model, tok, seqs, rating_token_ids(tok, cfg.rating_scale), cfg, r,
-                                               [i % r for i in todo], commit, bar)
+        run = _rate_vllm if self.vllm else _rate_hf
+        run(self.model, self.tok, seqs, rating_token_ids(self.tok, cfg.rating_scale), cfg, r, [i % r for i in todo],
+            commit, self.bar)
         result.seconds = time.perf_counter() - start
         result.computed = len(todo)
         result.tokens = sum(len(s) for s in seqs)
-        if vllm:
-            result.engine = model.settings
-    finally:  # release before the next rater loads: peak memory = the largest rater
-        alive = weakref.ref(model)
-        del model
-        models.collect_if_alive(alive)
-    result.probs, result.truncated = probs.reshape(n, r, cfg.rating_scale), truncated.reshape(n, r)
-    return result
+        if self.vllm:
+            result.engine = self.model.settings
+
+
+def rate(df: pd.DataFrame, model_name: str, cfg: SelectITConfig, prompts: list[str],
+         cache: Cache | None = None, progress: bool = True) -> RaterResult:
+    """One rater over one table (its model released afterwards)."""
+    with Rater(model_name, cfg, prompts, cache, progress, len(df) * len(prompts)) as rater:
+        return rater.rate(df)
 
 
 def _rate_hf(model: Any, tok: Any, seqs: list[list[int]], token_ids: list[int], cfg: SelectITConfig, r: int,

@@ -13,13 +13,12 @@ import pandas as pd
 
 from selectune.core import metrics, plots
 from selectune.core.digests import file_digest
-from selectune.data.records import write_parquet
 from selectune.selectit.config import SelectITConfig
 from selectune.stage import StageResult, run_stage, stage_key
 from selectune.tracking import runs
 
-# (records, stage dir, stage key) -> (scored table, metrics, shard folder or None)
-Scorer = Callable[[Path, Path, str], tuple[pd.DataFrame, dict[str, float], Path | None]]
+# (records, stage dir, stage key) -> (<stage dir>/scored.parquet, metrics, shard folder or None)
+Scorer = Callable[[Path, Path, str], tuple[Path, dict[str, float], Path | None]]
 
 
 @dataclass(frozen=True)
@@ -29,18 +28,19 @@ class ScoreOutputs:
 
 
 def score_in_process(cfg: SelectITConfig) -> Scorer:
-    """Score every record here, one rater after another, through the rating cache."""
+    """Score every record here, one rater after another, a chunk of records at a time, through the rating cache."""
 
-    def score(records: Path, out: Path, key: str) -> tuple[pd.DataFrame, dict[str, float], None]:
-        from selectune.selectit.rater import rating_cache, score_selectit
+    def score(records: Path, out: Path, key: str) -> tuple[Path, dict[str, float], None]:
+        from selectune.selectit.chunks import score_file
+        from selectune.selectit.rater import rating_cache
 
-        df = pd.read_parquet(records)
-        report = score_selectit(df, cfg, rating_cache() if cfg.use_cache else None)
-        seconds = sum(r.seconds for r in report.raters)
-        m = {**report.metrics(), "records_per_s": round(len(df) / seconds, 3) if seconds else 0.0,
-             **{f"weight.{r.key}": w for r, w in zip(report.raters, report.weights, strict=True)},
-             **{f"truncated.{r.key}": int(r.truncated.any(axis=1).sum()) for r in report.raters}}
-        return report.table, m, None
+        path = out / "scored.parquet"
+        cache = rating_cache() if cfg.use_cache else None
+        try:
+            return path, score_file(records, path, cfg, cache).metrics(), None
+        finally:
+            if cache is not None:
+                cache.close()
 
     return score
 
@@ -58,12 +58,16 @@ def score_stage(cfg: SelectITConfig, records: str | Path, run_dir: str | Path, p
     key = stage_key(cfg, inputs)
 
     def body(out: Path) -> tuple[ScoreOutputs, dict[str, float]]:
-        table, m, shards = (scorer or score_in_process(cfg))(Path(records), out, key)
-        path = write_parquet(table, out / "scored.parquet")
-        m["records_in"] = len(table)
-        if (auroc := metrics.label_auroc(table, "selectit_score")) is not None:
+        import pyarrow.parquet as pq
+
+        path, m, shards = (scorer or score_in_process(cfg))(Path(records), out, key)
+        names = pq.read_schema(path).names
+        scores = pd.read_parquet(path, columns=[c for c in ("selectit_score", "label") if c in names])
+        m["records_in"] = len(scores)
+        if (auroc := metrics.label_auroc(scores, "selectit_score")) is not None:
             m["auroc.selectit_score"] = round(auroc, 4)
-        if parent_run_id:
+        if parent_run_id:  # MLflow's dataset record profiles the table: read back for it
+            table = pd.read_parquet(path)
             from selectune.selectit.rater import rating_prompts
             from selectune.tracking.prompts import log_prompts
 
