@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -122,3 +122,32 @@ def iter_frames(path: str | Path, rows: int, columns: list[str] | None = None) -
     pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
     for batch in pf.iter_batches(batch_size=rows, columns=columns):
         yield batch.to_pandas()
+
+
+def map_chunks(src: str | Path, dst: str | Path, fn: Callable[[int, Any], Any], rows: int = CHUNK_ROWS) -> int:
+    """Write ``fn(i, chunk)`` for every chunk of the Parquet file ``src`` (DataFrames of at most ``rows`` rows) to
+    ``dst``, atomically. Columns of ``src`` keep its types (a chunk where a field is all null does not retype it);
+    new columns take the types of the first chunk. Returns the number of rows written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    base = pq.read_schema(src).remove_metadata()
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    writer, n = None, 0
+    try:
+        for i, chunk in enumerate(iter_frames(src, rows)):
+            table = pa.Table.from_pandas(fn(i, chunk), preserve_index=False).replace_schema_metadata(None)
+            if writer is None:
+                schema = [base.field(c) if c in base.names else table.schema.field(c) for c in table.column_names]
+                writer = pq.ParquetWriter(tmp, pa.schema(schema))
+            writer.write_table(table.cast(writer.schema))
+            n += len(table)
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        raise ValueError(f"{src} holds no records")
+    tmp.replace(dst)
+    return n

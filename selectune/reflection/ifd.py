@@ -53,6 +53,20 @@ def load_student(cfg: IFDConfig) -> tuple[Any, Any]:
                                  trust_remote_code=cfg.trust_remote_code, attn_implementation=cfg.attn_implementation)
 
 
+class Student:
+    """The student of :func:`cached_ifd_scores` across chunks of one file: loaded at the first record the cache
+    lacks, then kept (``loaded`` is None until then)."""
+
+    def __init__(self, cfg: IFDConfig) -> None:
+        self.cfg = cfg
+        self.loaded: tuple[Any, Any] | None = None
+
+    def get(self) -> tuple[Any, Any]:
+        if self.loaded is None:
+            self.loaded = load_student(self.cfg)
+        return self.loaded
+
+
 def ifd_scores(df: pd.DataFrame, cfg: IFDConfig, model: Any = None, tokenizer: Any = None, progress: bool = True,
                instruction_col: str = "instruction", input_col: str = "input",
                output_col: str = "output") -> pd.DataFrame:
@@ -116,27 +130,30 @@ STATS = ("ifd_stats", ("stats TEXT",))  # cache table: the COLUMNS of one record
 COMMIT_EVERY = 256  # records scored between cache commits
 
 
-def cached_ifd_scores(df: pd.DataFrame, cfg: IFDConfig, cache: Any = None, progress: bool = True) -> pd.DataFrame:
+def cached_ifd_scores(df: pd.DataFrame, cfg: IFDConfig, cache: Any = None, progress: bool = True,
+                      student: Student | None = None) -> pd.DataFrame:
     """:func:`ifd_scores` through the content-addressed cache (record id x student fingerprint x template x
-    token limit x dtype): only uncached records are computed, the student loads only when one is, and results
-    are committed every ``COMMIT_EVERY`` records so an interrupted run resumes where it stopped."""
+    token limit x dtype): only uncached records are computed, the student loads only when one is (pass one
+    :class:`Student` to every chunk of a file to load it once), and results are committed every
+    ``COMMIT_EVERY`` records so an interrupted run resumes where it stopped."""
+    student = student or Student(cfg)
     import json
 
     from selectune.core.cache import cache_key
 
     if cache is None:
-        return ifd_scores(df, cfg, progress=progress)
-    student = models.fingerprint(cfg.model)
+        return ifd_scores(df, cfg, *student.get(), progress=progress)
+    fingerprint = models.fingerprint(cfg.model)
     dtype = resolve_dtype(cfg.dtype, "cuda" if cfg.backend == "vllm" else best_device())
     version = "ifd-v1" + ("-official" if cfg.fidelity == "official" else "")  # official: another r-IFD target
     version += "-vllm" if cfg.backend == "vllm" else ""  # other kernels, other rounding: its own entries
-    keys = [cache_key(rid, student, cfg.template, cfg.max_tokens, dtype, version) for rid in df["id"]]
+    keys = [cache_key(rid, fingerprint, cfg.template, cfg.max_tokens, dtype, version) for rid in df["id"]]
     found = {k: json.loads(v[0]) for k, v in cache.get_many(keys).items()}
     todo = [i for i, k in enumerate(keys) if k not in found]
     if todo:
         from tqdm.auto import tqdm
 
-        model, tokenizer = load_student(cfg)
+        model, tokenizer = student.get()
         bar = tqdm(total=len(todo), desc=f"IFD {models.model_key(cfg.model)}", unit="record", disable=not progress)
         for lo in range(0, len(todo), COMMIT_EVERY):  # commit as it goes: a killed run keeps what it scored
             part = todo[lo: lo + COMMIT_EVERY]

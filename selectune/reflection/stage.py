@@ -16,6 +16,7 @@ from selectune.reflection.recycle import recycle, write_outputs
 from selectune.stage import StageResult, run_stage
 from selectune.tracking import runs
 
+IFD_CHUNK = 4096  # records per chunk of the IFD stage (memory holds one chunk and the student)
 
 @dataclass(frozen=True)
 class RecycleOutputs:
@@ -64,25 +65,34 @@ class IFDOutputs:
 def ifd_stage(cfg: IFDScoringConfig, scored: str | Path, run_dir: str | Path,
               parent_run_id: str | None = None) -> StageResult[IFDOutputs]:
     """Add every record's IFD / r-IFD under the student to the scored table (cached per record)."""
+    import pyarrow.parquet as pq
+
     from selectune.core import models
     from selectune.core.cache import Cache
     from selectune.core.settings import home
-    from selectune.data.records import write_parquet
-    from selectune.reflection.ifd import STATS, cached_ifd_scores
+    from selectune.data.stream import map_chunks
+    from selectune.reflection.ifd import STATS, Student, cached_ifd_scores
 
     inputs = {"scored": file_digest(scored), "student": models.fingerprint(cfg.model)}
 
     def body(out: Path) -> tuple[IFDOutputs, dict[str, float]]:
-        df = pd.read_parquet(scored)
         cache = Cache(home() / "cache" / "ifd.sqlite", *STATS) if cfg.use_cache else None
-        stats = cached_ifd_scores(df, cfg, cache)
-        table = pd.concat([df.drop(columns=[c for c in stats.columns if c in df.columns]), stats], axis=1)
-        path = write_parquet(table, out / "scored.parquet")
-        m = {"records_in": len(df), "ifd_median": float(stats["ifd"].median()),
+        student = Student(cfg)  # loaded once, at the first record the cache lacks
+
+        def with_ifd(_: int, df: pd.DataFrame) -> pd.DataFrame:  # a chunk of records + its IFD columns
+            stats = cached_ifd_scores(df, cfg, cache, student=student)
+            return pd.concat([df.drop(columns=[c for c in stats.columns if c in df.columns]), stats], axis=1)
+
+        path = out / "scored.parquet"
+        map_chunks(scored, path, with_ifd, IFD_CHUNK)
+        student.loaded = None
+        cols = ["ifd", "ifd_truncated", *(["label"] if "label" in pq.read_schema(path).names else [])]
+        stats = pd.read_parquet(path, columns=cols)
+        m = {"records_in": len(stats), "ifd_median": float(stats["ifd"].median()),
              "ifd_below_1": int((stats["ifd"] < 1).sum()), "truncated": int(stats["ifd_truncated"].sum())}
         if parent_run_id:
-            runs.log_figure(plots.score_histogram(stats["ifd"], 1.0, "IFD of every record", labels=df.get("label"),
-                                                  xlabel="IFD"), "ifd_hist.png")
+            runs.log_figure(plots.score_histogram(stats["ifd"], 1.0, "IFD of every record",
+                                                  labels=stats.get("label"), xlabel="IFD"), "ifd_hist.png")
         return IFDOutputs(path), m
 
     return run_stage("ifd", run_dir, cfg, inputs, body, IFDOutputs, parent_run_id)

@@ -9,15 +9,15 @@ the batches differ (length-sorted within a chunk), which moves probabilities by 
 
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from selectune.core.cache import Cache
-from selectune.data.stream import iter_frames
+from selectune.data.stream import iter_frames, map_chunks
 from selectune.selectit.config import SelectITConfig
 
 CHUNK_RECORDS = 2048  # x rating prompts = the ratings tokenized and batched together (length-sorted)
@@ -58,7 +58,6 @@ def score_file(records: str | Path, output: str | Path, cfg: SelectITConfig, cac
                progress: bool = True, chunk_records: int = CHUNK_RECORDS) -> FileReport:
     """SelectIT-score the Parquet file ``records`` into ``output`` (records + SelectIT columns, as
     :func:`rater.score_selectit` adds them), a chunk at a time; ``output`` is written atomically."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from selectune.selectit.rater import Rater, RaterResult, combine, rating_prompts
@@ -81,33 +80,16 @@ def score_file(records: str | Path, output: str | Path, cfg: SelectITConfig, cac
                     totals.seconds += res.seconds
                     totals.truncated += int(res.truncated.any(axis=1).sum())
                 report.raters.append(totals)
-        tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-        base = pq.read_schema(records).remove_metadata()  # record columns typed as in the file, whatever a chunk holds
-        writer = None
-        try:
-            for c, chunk in enumerate(iter_frames(records, chunk_records)):
-                raters = []
-                for j, totals in enumerate(report.raters):
-                    with np.load(Path(work) / f"{j}-{c}.npz") as arrays:
-                        raters.append(RaterResult(totals.key, arrays["probs"], arrays["truncated"], totals.n_params))
-                scored = combine(chunk, raters, cfg)
-                report.weights = scored.weights
-                table = _arrow(scored.table)
-                if writer is None:
-                    schema = [base.field(c) if c in base.names else table.schema.field(c) for c in table.column_names]
-                    writer = pq.ParquetWriter(tmp, pa.schema(schema))
-                writer.write_table(table.cast(writer.schema))
-        finally:
-            if writer is not None:
-                writer.close()
-        if writer is None:
-            raise ValueError(f"{records} holds no records to score")
-        tmp.replace(output)
+
+        def combined(c: int, chunk: pd.DataFrame) -> pd.DataFrame:
+            raters = []
+            for j, totals in enumerate(report.raters):
+                with np.load(Path(work) / f"{j}-{c}.npz") as arrays:
+                    raters.append(RaterResult(totals.key, arrays["probs"], arrays["truncated"], totals.n_params))
+            scored = combine(chunk, raters, cfg)
+            report.weights = scored.weights
+            return scored.table
+
+        map_chunks(records, output, combined, chunk_records)
     return report
 
-
-def _arrow(df: object) -> object:
-    """A chunk as an Arrow table without pandas' metadata (the same schema for every chunk)."""
-    import pyarrow as pa
-
-    return pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(None)

@@ -246,3 +246,26 @@ def test_official_mode_scores_instruction_and_input_without_a_separator(tiny_mod
                                                                      add_special_tokens=False)["input_ids"])
     assert official.loc[with_input, "loss_q"].item() != ours.loc[with_input, "loss_q"].item()
     assert official.loc[with_input, "loss_a"].item() == ours.loc[with_input, "loss_a"].item()
+
+
+def test_the_stage_scores_in_chunks_with_one_student_load(tiny_model: str, records: pd.DataFrame, tmp_path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from selectune.reflection import stage
+    from selectune.reflection.config import IFDScoringConfig
+
+    monkeypatch.setenv("SELECTUNE_HOME", str(tmp_path / "home"))
+    cfg = IFDScoringConfig(model=tiny_model, dtype="float32", max_tokens=128)
+    src = tmp_path / "scored.parquet"
+    scored = records.assign(selectit_score=np.linspace(0, 1, len(records)))
+    scored.to_parquet(src, index=False)
+    whole = pd.concat([scored, ifd.ifd_scores(scored, cfg, progress=False)], axis=1)
+    loads: list[str] = []
+    load = ifd.load_student
+    monkeypatch.setattr(ifd, "load_student", lambda c: loads.append(c.model) or load(c))
+    monkeypatch.setattr(stage, "IFD_CHUNK", 2)
+    res = stage.ifd_stage(cfg, src, tmp_path / "run")
+    chunked = pd.read_parquet(res.outputs.scored)
+    assert loads == [tiny_model] and len(records) > 4, "one load for every chunk"
+    pd.testing.assert_frame_equal(chunked, whole, rtol=1e-5, atol=1e-6)
+    assert res.metrics["records_in"] == len(records)
+    assert res.metrics["ifd_median"] == pytest.approx(whole["ifd"].median(), rel=1e-6)
