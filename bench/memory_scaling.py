@@ -1,16 +1,23 @@
-"""Peak memory and wall time of ``selectune data validate`` as the input grows: synthetic Alpaca-style JSON Lines and
-Parquet files of 10k, 100k and 1M records (~560 bytes each, like Alpaca's; 1% exact duplicates), each validated by
-a fresh process whose peak RSS is read from the kernel (``getrusage``'s ``ru_maxrss``).
+"""Peak memory and wall time of ``selectune data validate`` and ``selectune score selectit`` as the input grows:
+synthetic Alpaca-style JSON Lines and Parquet files of 10k, 100k and 1M records (~560 bytes each, like Alpaca's; 1%
+exact duplicates), each command in a fresh process whose peak RSS is read from the kernel (``getrusage``'s
+``ru_maxrss``). Scoring uses a tiny random Llama (2 layers, hidden 32, a 400-token byte-level BPE vocabulary; built
+here, nothing downloaded), one rating prompt, rating texts cut to 64 tokens (``--max-tokens 64``: the run takes
+minutes, not hours) and a fresh rating cache, from the JSON Lines file: memory is about the records, not the model.
 
-    .venv/bin/python bench/memory_scaling.py [--sizes 10000,100000,1000000] [--formats jsonl,parquet] [--json F]
+    .venv/bin/python bench/memory_scaling.py [--sizes 10000,100000,1000000] [--formats jsonl,parquet]
+                                             [--stages validate,score] [--json F]
 
-Goal (issue 17): peak RSS under 400 MB at 1M records, and under 2x growth from 100k to 1M.
+Goal (issue 17): peak RSS of ``data validate`` under 400 MB at 1M records, and under 2x growth from 100k to 1M for
+every stage.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,37 +62,65 @@ def write(path: Path, n: int, fmt: str) -> Path:
     return path
 
 
-def validate(path: Path) -> tuple[float, float, dict]:
-    """Peak RSS (MB), wall seconds and summary of ``selectune data validate`` on ``path`` in a fresh process."""
-    code = ("import resource, sys\nfrom typer.main import get_command\nfrom selectune.cli.main import app\n"
-            "try:\n    get_command(app).main(['data', 'validate', '-i', sys.argv[1]], standalone_mode=False)\n"
+def command(args: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """Peak RSS (MB), wall seconds and stdout of ``selectune ARGS`` in a fresh process."""
+    code = ("import json, resource, sys\nfrom typer.main import get_command\nfrom selectune.cli.main import app\n"
+            "try:\n    get_command(app).main(json.loads(sys.argv[1]), standalone_mode=False)\n"
             "finally:\n    print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n")
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
     seconds = time.perf_counter() - start
     if proc.returncode:
-        raise SystemExit(f"data validate {path} failed:\n{proc.stderr[-2000:]}")
+        raise SystemExit(f"selectune {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
     rss = int(proc.stderr.rsplit("MAXRSS", 1)[1].split()[0]) / 1024  # Linux: KiB
-    return rss, seconds, json.loads(proc.stdout)
+    return rss, seconds, proc.stdout
+
+
+def tiny_model(folder: Path) -> str:
+    """The test suite's tiny random Llama (tests/fixtures/tiny.py), saved as safetensors by a child process: Linux
+    carries a process's peak RSS over fork and exec into its children, so this one must not import torch."""
+    code = ("import sys\nsys.path.insert(0, sys.argv[1])\nfrom tests.fixtures.tiny import build_tiny_model\n"
+            "print(build_tiny_model(__import__('pathlib').Path(sys.argv[2])))")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code, str(root), str(folder / "tiny-llama")], capture_output=True,
+                          text=True, check=True)
+    return proc.stdout.strip().splitlines()[-1]
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--formats", default="jsonl,parquet")
+    ap.add_argument("--stages", default="validate,score")
     ap.add_argument("--json", default=None, help="write the figures here")
     args = ap.parse_args(argv)
     rows = []
+    stages = args.stages.split(",")
     with tempfile.TemporaryDirectory() as tmp:
+        model = tiny_model(Path(tmp)) if "score" in stages else ""
         for fmt in args.formats.split(","):
             for n in map(int, args.sizes.split(",")):
                 path = write(Path(tmp) / f"records-{n}.{fmt}", n, fmt)
-                rss, seconds, summary = validate(path)
-                assert summary["rows_read"] == n and summary["duplicates"] == n // 100, summary
-                rows.append({"format": fmt, "records": n, "file_mb": round(path.stat().st_size / 2**20, 1),
-                             "peak_rss_mb": round(rss, 1), "seconds": round(seconds, 2),
-                             "records_per_s": round(n / seconds), "valid": summary["valid"]})
-                print(json.dumps(rows[-1]), flush=True)
+                size = {"format": fmt, "records": n, "file_mb": round(path.stat().st_size / 2**20, 1)}
+                if "validate" in stages:
+                    rss, seconds, out = command(["data", "validate", "-i", str(path)])
+                    summary = json.loads(out)
+                    assert summary["rows_read"] == n and summary["duplicates"] == n // 100, summary
+                    rows.append({"stage": "data validate", **size, "peak_rss_mb": round(rss, 1),
+                                 "seconds": round(seconds, 2), "records_per_s": round(n / seconds)})
+                    print(json.dumps(rows[-1]), flush=True)
+                if "score" in stages and fmt == "jsonl":
+                    out_file = Path(tmp) / "scored.parquet"
+                    cmd = ["score", "selectit", "-i", str(path), "-o", str(out_file), "-m", model, "--dtype",
+                            "float32", "--num-prompts", "1", "--max-tokens", "64"]
+                    rss, seconds, out = command(cmd, {"SELECTUNE_HOME": str(Path(tmp) / "home")})
+                    assert f"scored {n - n // 100} records" in out, out
+                    rows.append({"stage": "score selectit", **size, "peak_rss_mb": round(rss, 1),
+                                 "seconds": round(seconds, 2), "records_per_s": round(n / seconds)})
+                    print(json.dumps(rows[-1]), flush=True)
+                    out_file.unlink()
+                    shutil.rmtree(Path(tmp) / "home")
                 path.unlink()
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2), encoding="utf-8")
