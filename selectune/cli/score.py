@@ -2,17 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
-from selectune.cli.common import Dtype, OnInvalid, build, fail, load_records, option
+from selectune.cli.common import Dtype, OnInvalid, build, fail, option
 from selectune.reflection.config import IFDConfig
 from selectune.selectit.config import SelectITConfig
 
 score_app = typer.Typer(help="Score records.", no_args_is_help=True)
 S, IFD = SelectITConfig, IFDConfig
+
+
+@contextmanager
+def streamed_records(input: str, output: Path, on_invalid: str, limit: int | None) -> Iterator[Path]:
+    """``input`` validated and deduped into a temporary Parquet file beside ``output``, a chunk at a time (memory
+    stays flat); rejected rows (``--on-invalid skip``) go to ``<output>.rejected.jsonl``."""
+    import tempfile
+
+    from selectune.data.readers import DataValidationError
+    from selectune.data.records import write_rejections
+    from selectune.data.stream import write_records
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.records-") as tmp:
+        records = Path(tmp) / "records.parquet"
+        try:
+            scan = write_records(input, records, on_invalid=on_invalid, limit=limit)  # type: ignore[arg-type]
+        except DataValidationError as err:
+            fail(str(err))
+        if scan.rejected:
+            side = write_rejections(scan.rejected, output.with_name(output.stem + ".rejected.jsonl"))
+            typer.echo(f"rejected rows: {len(scan.rejected)} -> {side}")
+        yield records
 
 
 @score_app.command("selectit")
@@ -38,15 +63,10 @@ def score_selectit_cmd(
     limit: Annotated[int | None, typer.Option(help="Score only the first N records")] = None,
 ) -> None:
     """SelectIT scores (token, sentence and model level) for every record, a chunk of records at a time."""
-    import tempfile
-
     import pandas as pd
     import pyarrow.parquet as pq
 
     from selectune.core.metrics import label_auroc
-    from selectune.data.readers import DataValidationError
-    from selectune.data.records import write_rejections
-    from selectune.data.stream import write_records
     from selectune.selectit.chunks import score_file
     from selectune.selectit.rater import rating_cache
 
@@ -59,16 +79,7 @@ def score_selectit_cmd(
                 rating_prompts_file=rating_prompts, dtype=dtype, backend=backend, rating_scale=rating_scale,
                 std_penalty=std_penalty, batch_size=batch_size, max_tokens=max_tokens,
                 use_cache=False if no_cache else None)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.records-") as tmp:
-        records = Path(tmp) / "records.parquet"
-        try:  # validated and deduped into Parquet a chunk at a time (memory stays flat)
-            scan = write_records(input, records, on_invalid=on_invalid, limit=limit)
-        except DataValidationError as err:
-            fail(str(err))
-        if scan.rejected:
-            side = write_rejections(scan.rejected, output.with_name(output.stem + ".rejected.jsonl"))
-            typer.echo(f"rejected rows: {len(scan.rejected)} -> {side}")
+    with streamed_records(input, output, on_invalid, limit) as records:
         cache = rating_cache() if cfg.use_cache else None
         try:
             report = score_file(records, output, cfg, cache)
@@ -100,20 +111,34 @@ def score_ifd_cmd(
     limit: Annotated[int | None, typer.Option(help="Score only the first N records")] = None,
     on_invalid: Annotated[OnInvalid, typer.Option()] = "error",
 ) -> None:
-    """IFD = ppl(A|Q)/ppl(A) and reversed IFD = ppl(Q|A')/ppl(Q) of every record under a student model."""
+    """IFD = ppl(A|Q)/ppl(A) and reversed IFD = ppl(Q|A')/ppl(Q) of every record under a student model, a chunk
+    of records at a time (the student loaded once)."""
     import pandas as pd
+    import pyarrow.parquet as pq
+    from tqdm.auto import tqdm
 
-    from selectune.data.records import write_parquet
-    from selectune.reflection.ifd import ifd_scores
+    from selectune.data.stream import map_chunks
+    from selectune.reflection.ifd import Student, ifd_scores
+    from selectune.reflection.stage import IFD_CHUNK
 
     cfg = build(IFDConfig, model=model, fidelity=fidelity, template=template, max_tokens=max_tokens,
                 batch_size=batch_size, dtype=dtype, backend=backend)
-    df = load_records(input, on_invalid, limit)
-    try:
-        table = pd.concat([df, ifd_scores(df, cfg)], axis=1)
-    except (ValueError, OSError) as err:
-        fail(str(err))
-    write_parquet(table, output)
+    with streamed_records(input, output, on_invalid, limit) as records:
+        student = Student(cfg)
+        bar = tqdm(total=pq.ParquetFile(records).metadata.num_rows, desc=f"IFD {cfg.model}", unit="record")
+
+        def with_ifd(_: int, df: pd.DataFrame) -> pd.DataFrame:
+            stats = ifd_scores(df, cfg, *student.get(), progress=False)
+            bar.update(len(df))
+            return pd.concat([df, stats], axis=1)
+
+        try:
+            map_chunks(records, output, with_ifd, IFD_CHUNK)
+        except (ValueError, OSError) as err:
+            fail(str(err))
+        finally:
+            bar.close()
+    table = pd.read_parquet(output, columns=["ifd", "rifd", "ifd_truncated"])
     typer.echo(f"scored {len(table)} records -> {output}: median IFD {table['ifd'].median():.4f} "
                f"({(table['ifd'] >= 1).mean():.1%} >= 1), median r-IFD {table['rifd'].median():.4f}, "
                f"{int(table['ifd_truncated'].sum())} truncated")
