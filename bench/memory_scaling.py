@@ -1,9 +1,9 @@
 """Peak memory and wall time of ``selectune data validate`` and ``selectune score selectit`` as the input grows:
 synthetic Alpaca-style JSON Lines and Parquet files of 10k, 100k and 1M records (~560 bytes each, like Alpaca's; 1%
-exact duplicates), each command in a fresh process whose peak RSS is read from the kernel (``getrusage``'s
-``ru_maxrss``). Scoring uses a tiny random Llama (2 layers, hidden 32, a 400-token byte-level BPE vocabulary; built
-here, nothing downloaded), one rating prompt, rating texts cut to 64 tokens (``--max-tokens 64``: the run takes
-minutes, not hours) and a fresh rating cache, from the JSON Lines file: memory is about the records, not the model.
+exact duplicates), each command in a fresh process whose peak RSS is read from the kernel (its ``VmHWM``). Scoring
+uses a tiny random Llama (2 layers, hidden 32, a 400-token byte-level BPE vocabulary; built here, nothing
+downloaded), one rating prompt, rating texts cut to 64 tokens (``--max-tokens 64``: the run takes minutes, not
+hours) and a fresh rating cache, from the JSON Lines file: memory is about the records, not the model.
 
     .venv/bin/python bench/memory_scaling.py [--sizes 10000,100000,1000000] [--formats jsonl,parquet]
                                              [--stages validate,score] [--json F]
@@ -63,29 +63,29 @@ def write(path: Path, n: int, fmt: str) -> Path:
 
 
 def command(args: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """Peak RSS (MB), wall seconds and stdout of ``selectune ARGS`` in a fresh process."""
-    code = ("import json, resource, sys\nfrom typer.main import get_command\nfrom selectune.cli.main import app\n"
-            "try:\n    get_command(app).main(json.loads(sys.argv[1]), standalone_mode=False)\n"
-            "finally:\n    print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n")
+    """Peak RSS (MB), wall seconds and stdout of ``selectune ARGS`` in a fresh process. The peak is the process's
+    own high-water mark (``VmHWM``): ``getrusage``'s ``ru_maxrss`` would carry a large parent's peak (a test run's)
+    over fork and exec into the child."""
+    code = ("import json, sys\nfrom typer.main import get_command\nfrom selectune.cli.main import app\n"
+            "try:\n    get_command(app).main(json.loads(sys.argv[1]), standalone_mode=False)\nfinally:\n"
+            "    hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM:')][0].split()[1]\n"
+            "    print('MAXRSS', hwm, file=sys.stderr)\n")
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True,
                           env={**os.environ, **(env or {})})
     seconds = time.perf_counter() - start
     if proc.returncode:
         raise SystemExit(f"selectune {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
-    rss = int(proc.stderr.rsplit("MAXRSS", 1)[1].split()[0]) / 1024  # Linux: KiB
+    rss = int(proc.stderr.rsplit("MAXRSS", 1)[1].split()[0]) / 1024  # kB
     return rss, seconds, proc.stdout
 
 
 def tiny_model(folder: Path) -> str:
-    """The test suite's tiny random Llama (tests/fixtures/tiny.py), saved as safetensors by a child process: Linux
-    carries a process's peak RSS over fork and exec into its children, so this one must not import torch."""
-    code = ("import sys\nsys.path.insert(0, sys.argv[1])\nfrom tests.fixtures.tiny import build_tiny_model\n"
-            "print(build_tiny_model(__import__('pathlib').Path(sys.argv[2])))")
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-c", code, str(root), str(folder / "tiny-llama")], capture_output=True,
-                          text=True, check=True)
-    return proc.stdout.strip().splitlines()[-1]
+    """The test suite's tiny random Llama (tests/fixtures/tiny.py), saved as safetensors."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.fixtures.tiny import build_tiny_model
+
+    return str(build_tiny_model(folder / "tiny-llama"))
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
