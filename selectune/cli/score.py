@@ -18,7 +18,7 @@ S, IFD = SelectITConfig, IFDConfig
 
 
 @contextmanager
-def streamed_records(input: str, output: Path, on_invalid: str, limit: int | None) -> Iterator[Path]:
+def streamed_records(input: str, output: Path, on_invalid: OnInvalid, limit: int | None) -> Iterator[Path]:
     """``input`` validated and deduped into a temporary Parquet file beside ``output``, a chunk at a time (memory
     stays flat); rejected rows (``--on-invalid skip``) go to ``<output>.rejected.jsonl``."""
     import tempfile
@@ -31,7 +31,7 @@ def streamed_records(input: str, output: Path, on_invalid: str, limit: int | Non
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.records-") as tmp:
         records = Path(tmp) / "records.parquet"
         try:
-            scan = write_records(input, records, on_invalid=on_invalid, limit=limit)  # type: ignore[arg-type]
+            scan = write_records(input, records, on_invalid=on_invalid, limit=limit)
         except DataValidationError as err:
             fail(str(err))
         if scan.rejected:
@@ -63,12 +63,10 @@ def score_selectit_cmd(
     limit: Annotated[int | None, typer.Option(help="Score only the first N records")] = None,
 ) -> None:
     """SelectIT scores (token, sentence and model level) for every record, a chunk of records at a time."""
-    import pandas as pd
-    import pyarrow.parquet as pq
-
     from selectune.core.metrics import label_auroc
+    from selectune.data.stream import read_columns
     from selectune.selectit.chunks import score_file
-    from selectune.selectit.rater import rating_cache
+    from selectune.selectit.rater import open_rating_cache
 
     try:
         parsed = [float(w) for w in weights.split(",")] if weights else None
@@ -80,18 +78,13 @@ def score_selectit_cmd(
                 std_penalty=std_penalty, batch_size=batch_size, max_tokens=max_tokens,
                 use_cache=False if no_cache else None)
     with streamed_records(input, output, on_invalid, limit) as records:
-        cache = rating_cache() if cfg.use_cache else None
-        try:
-            report = score_file(records, output, cfg, cache)
-        except (ValueError, OSError) as err:
-            fail(str(err))
-        finally:
-            if cache is not None:
-                cache.close()
+        with open_rating_cache(cfg) as cache:
+            try:
+                report = score_file(records, output, cfg, cache)
+            except (ValueError, OSError) as err:
+                fail(str(err))
     m = report.metrics()
-    names = pq.read_schema(output).names
-    auroc = label_auroc(pd.read_parquet(output, columns=[c for c in ("selectit_score", "label") if c in names]),
-                        "selectit_score")
+    auroc = label_auroc(read_columns(output, ["selectit_score", "label"]), "selectit_score")
     tail = f"; AUROC vs labels {auroc:.3f}" if auroc is not None else ""
     typer.echo(f"scored {report.records} records -> {output} (cache hits {m['cache_hits']:.0f}, computed "
                f"{m['ratings_computed']:.0f} ratings){tail}")

@@ -124,6 +124,15 @@ def iter_frames(path: str | Path, rows: int, columns: list[str] | None = None) -
         yield batch.to_pandas()
 
 
+def read_columns(path: str | Path, columns: list[str]) -> Any:
+    """The DataFrame of those ``columns`` the Parquet file has (absent ones are left out), nothing else read."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    names = set(pq.read_schema(path).names)
+    return pd.read_parquet(path, columns=[c for c in columns if c in names])
+
+
 def map_chunks(src: str | Path, dst: str | Path, fn: Callable[[int, Any], Any], rows: int = CHUNK_ROWS) -> int:
     """Write ``fn(i, chunk)`` for every chunk of the Parquet file ``src`` (DataFrames of at most ``rows`` rows) to
     ``dst``, atomically. Columns of ``src`` keep its types (a chunk where a field is all null does not retype it);

@@ -136,10 +136,11 @@ def cached_ifd_scores(df: pd.DataFrame, cfg: IFDConfig, cache: Any = None, progr
     token limit x dtype): only uncached records are computed, the student loads only when one is (pass one
     :class:`Student` to every chunk of a file to load it once), and results are committed every
     ``COMMIT_EVERY`` records so an interrupted run resumes where it stopped."""
-    student = student or Student(cfg)
     import json
 
     from selectune.core.cache import cache_key
+
+    student = student or Student(cfg)
 
     if cache is None:
         return ifd_scores(df, cfg, *student.get(), progress=progress)

@@ -18,6 +18,7 @@ from selectune.tracking import runs
 
 IFD_CHUNK = 4096  # records per chunk of the IFD stage (memory holds one chunk and the student)
 
+
 @dataclass(frozen=True)
 class RecycleOutputs:
     recycled: Path  # every input record: its variant, decision, reason and IFD / r-IFD values
@@ -65,12 +66,10 @@ class IFDOutputs:
 def ifd_stage(cfg: IFDScoringConfig, scored: str | Path, run_dir: str | Path,
               parent_run_id: str | None = None) -> StageResult[IFDOutputs]:
     """Add every record's IFD / r-IFD under the student to the scored table (cached per record)."""
-    import pyarrow.parquet as pq
-
     from selectune.core import models
     from selectune.core.cache import Cache
     from selectune.core.settings import home
-    from selectune.data.stream import map_chunks
+    from selectune.data.stream import map_chunks, read_columns
     from selectune.reflection.ifd import STATS, Student, cached_ifd_scores
 
     inputs = {"scored": file_digest(scored), "student": models.fingerprint(cfg.model)}
@@ -86,8 +85,7 @@ def ifd_stage(cfg: IFDScoringConfig, scored: str | Path, run_dir: str | Path,
         path = out / "scored.parquet"
         map_chunks(scored, path, with_ifd, IFD_CHUNK)
         student.loaded = None
-        cols = ["ifd", "ifd_truncated", *(["label"] if "label" in pq.read_schema(path).names else [])]
-        stats = pd.read_parquet(path, columns=cols)
+        stats = read_columns(path, ["ifd", "ifd_truncated", "label"])
         m = {"records_in": len(stats), "ifd_median": float(stats["ifd"].median()),
              "ifd_below_1": int((stats["ifd"] < 1).sum()), "truncated": int(stats["ifd_truncated"].sum())}
         if parent_run_id:

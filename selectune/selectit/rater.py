@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import weakref
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,11 @@ def rating_cache(path: str | Path | None = None) -> Cache:
     from selectune.core.settings import home
 
     return Cache(path or home() / "cache" / "selectit.sqlite", *RATINGS)
+
+
+def open_rating_cache(cfg: SelectITConfig) -> AbstractContextManager[Cache | None]:
+    """``with open_rating_cache(cfg) as cache``: the rating cache, closed afterwards; None when ``use_cache`` is off."""
+    return rating_cache() if cfg.use_cache else nullcontext()
 
 
 def rating_token_ids(tokenizer: object, k: int) -> list[int]:

@@ -89,17 +89,13 @@ def score_shard(cfg: SelectITConfig, records: str, positions: Sequence[int], sha
     """Score one shard (unless its marker says it is done); returns the marker plus ``skipped``."""
     if (meta := finished(shard_dir, index, key)) is not None:
         return {**meta, "skipped": True}
-    from selectune.selectit.rater import rating_cache, score_selectit
+    from selectune.selectit.rater import open_rating_cache, score_selectit
 
     df = pd.read_parquet(records)
     if positions and max(positions) >= len(df):
         raise ValueError(f"shard {index}: row {max(positions)} is past the end of {records} ({len(df)} rows)")
-    cache = rating_cache() if cfg.use_cache else None
-    try:
+    with open_rating_cache(cfg) as cache:
         report = score_selectit(df.iloc[list(positions)], cfg, cache, progress)
-    finally:
-        if cache is not None:
-            cache.close()
     table, marker = paths(shard_dir, index)
     table.parent.mkdir(parents=True, exist_ok=True)
     marker.unlink(missing_ok=True)

@@ -32,15 +32,11 @@ def score_in_process(cfg: SelectITConfig) -> Scorer:
 
     def score(records: Path, out: Path, key: str) -> tuple[Path, dict[str, float], None]:
         from selectune.selectit.chunks import score_file
-        from selectune.selectit.rater import rating_cache
+        from selectune.selectit.rater import open_rating_cache
 
         path = out / "scored.parquet"
-        cache = rating_cache() if cfg.use_cache else None
-        try:
+        with open_rating_cache(cfg) as cache:
             return path, score_file(records, path, cfg, cache).metrics(), None
-        finally:
-            if cache is not None:
-                cache.close()
 
     return score
 
@@ -58,11 +54,10 @@ def score_stage(cfg: SelectITConfig, records: str | Path, run_dir: str | Path, p
     key = stage_key(cfg, inputs)
 
     def body(out: Path) -> tuple[ScoreOutputs, dict[str, float]]:
-        import pyarrow.parquet as pq
+        from selectune.data.stream import read_columns
 
         path, m, shards = (scorer or score_in_process(cfg))(Path(records), out, key)
-        names = pq.read_schema(path).names
-        scores = pd.read_parquet(path, columns=[c for c in ("selectit_score", "label") if c in names])
+        scores = read_columns(path, ["selectit_score", "label"])
         m["records_in"] = len(scores)
         if (auroc := metrics.label_auroc(scores, "selectit_score")) is not None:
             m["auroc.selectit_score"] = round(auroc, 4)

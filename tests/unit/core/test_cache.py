@@ -82,3 +82,12 @@ def test_a_column_added_later_is_added_to_an_existing_file(tmp_path: Path) -> No
     assert new.get_many(["k"]) == {"k": ("kept", "", 0)}
     new.put_many([("j", "x", "stop", 3)])
     assert new.get_many(["j"]) == {"j": ("x", "stop", 3)}
+
+
+def test_a_cache_used_as_a_context_manager_is_closed_after_it(tmp_path: Path) -> None:
+    with Cache(tmp_path / "c.sqlite", "t", ["v TEXT"]) as cache:
+        cache.put_many([("k", "x")])
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        cache.get_many(["k"])
+    with Cache(tmp_path / "c.sqlite", "t", ["v TEXT"]) as again:
+        assert again.get_many(["k"]) == {"k": ("x",)}
