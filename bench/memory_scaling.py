@@ -1,12 +1,14 @@
-"""Peak memory and wall time of ``selectune data validate`` and ``selectune score selectit`` as the input grows:
-synthetic Alpaca-style JSON Lines and Parquet files of 10k, 100k and 1M records (~560 bytes each, like Alpaca's; 1%
-exact duplicates), each command in a fresh process whose peak RSS is read from the kernel (its ``VmHWM``). Scoring
-uses a tiny random Llama (2 layers, hidden 32, a 400-token byte-level BPE vocabulary; built here, nothing
-downloaded), one rating prompt, rating texts cut to 64 tokens (``--max-tokens 64``: the run takes minutes, not
-hours) and a fresh rating cache, from the JSON Lines file: memory is about the records, not the model.
+"""Peak memory and wall time of ``selectune data validate``, ``selectune score selectit`` and ``selectune select``
+as the input grows: synthetic Alpaca-style JSON Lines and Parquet files of 10k, 100k and 1M records (~560 bytes
+each, like Alpaca's; 1% exact duplicates), each command in a fresh process whose peak RSS is read from the kernel
+(its ``VmHWM``). Scoring uses a tiny random Llama (2 layers, hidden 32, a 400-token byte-level BPE vocabulary; built
+here, nothing downloaded), one rating prompt, rating texts cut to 64 tokens (``--max-tokens 64``: the run takes
+minutes, not hours) and a fresh rating cache, from the JSON Lines file: memory is about the records, not the model.
+Selection reads a synthetic scored Parquet file (the same texts, unique ids, a category, a score with 0.5% missing)
+and keeps the top 20% with a length bound and a category quota.
 
     .venv/bin/python bench/memory_scaling.py [--sizes 10000,100000,1000000] [--formats jsonl,parquet]
-                                             [--stages validate,score] [--json F]
+                                             [--stages validate,score,select] [--json F]
 
 Goal (issue 17): peak RSS of ``data validate`` under 400 MB at 1M records, and under 2x growth from 100k to 1M for
 every stage.
@@ -62,6 +64,30 @@ def write(path: Path, n: int, fmt: str) -> Path:
     return path
 
 
+def scored(path: Path, n: int) -> Path:
+    """A scored Parquet file of n records: unique ids, the texts, a category and ``selectit_score`` (every 200th
+    missing)."""
+    import hashlib
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cats = ("writing", "qa", "code", "math", "chat", "brainstorm", "summary", "other")
+    batch: list[dict] = []
+    with pq.ParquetWriter(path, pa.schema([("id", pa.string()), *[(c, pa.string()) for c in (
+            "instruction", "input", "output", "category")], ("selectit_score", pa.float64())])) as w:
+        for i, r in enumerate(records(n)):
+            key = hashlib.sha256(str(i).encode()).digest()
+            batch.append({"id": key.hex()[:16], **r, "category": cats[key[8] % len(cats)],
+                          "selectit_score": None if i % 200 == 7 else int.from_bytes(key[:4], "big") / 2**32})
+            if len(batch) == 50_000:
+                w.write_table(pa.Table.from_pylist(batch, w.schema))
+                batch = []
+        if batch:
+            w.write_table(pa.Table.from_pylist(batch, w.schema))
+    return path
+
+
 def command(args: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """Peak RSS (MB), wall seconds and stdout of ``selectune ARGS`` in a fresh process. The peak is the process's
     own high-water mark (``VmHWM``): ``getrusage``'s ``ru_maxrss`` would carry a large parent's peak (a test run's)
@@ -92,7 +118,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--formats", default="jsonl,parquet")
-    ap.add_argument("--stages", default="validate,score")
+    ap.add_argument("--stages", default="validate,score,select")
     ap.add_argument("--json", default=None, help="write the figures here")
     args = ap.parse_args(argv)
     rows = []
@@ -121,6 +147,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     print(json.dumps(rows[-1]), flush=True)
                     out_file.unlink()
                     shutil.rmtree(Path(tmp) / "home")
+                if "select" in stages and fmt == "jsonl":
+                    src, out_dir = scored(Path(tmp) / "scored.parquet", n), Path(tmp) / "selected"
+                    cmd = ["select", "-i", str(src), "-o", str(out_dir), "--fraction", "0.2", "--min-chars", "300",
+                           "--quota", "writing=0.1"]
+                    rss, seconds, out = command(cmd)
+                    assert f"selected {(n - (n + 192) // 200) // 5} of {n} records" in out, out
+                    rows.append({"stage": "select", **size, "file_mb": round(src.stat().st_size / 2**20, 1),
+                                 "peak_rss_mb": round(rss, 1), "seconds": round(seconds, 2),
+                                 "records_per_s": round(n / seconds)})
+                    print(json.dumps(rows[-1]), flush=True)
+                    src.unlink()
+                    shutil.rmtree(out_dir)
                 path.unlink()
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2), encoding="utf-8")

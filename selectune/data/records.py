@@ -280,13 +280,43 @@ def write_parquet(df: pd.DataFrame, path: str | Path) -> Path:
 
 def export_alpaca(df: pd.DataFrame, path: str | Path) -> Path:
     """Write an Alpaca JSON array of {instruction, input, output} (indent=2, UTF-8)."""
-    out = _prepare(path)
-    rows = [
-        {name: "" if pd.isna(value) else str(value) for name, value in zip(FIELDS, values, strict=True)}
-        for values in df.reindex(columns=list(FIELDS)).itertuples(index=False, name=None)
-    ]
-    out.write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return out
+    with AlpacaWriter(path) as writer:
+        writer.write(df)
+    return writer.path
+
+
+class AlpacaWriter:
+    """An Alpaca JSON array of {instruction, input, output} (indent=2, UTF-8) written a DataFrame at a time, the
+    same bytes as ``json.dumps(rows, indent=2)``; the file appears, complete, when the writer closes cleanly."""
+
+    def __init__(self, path: str | Path) -> None:
+        import os
+
+        self.path = _prepare(path)
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self._fh = self._tmp.open("w", encoding="utf-8")
+        self._fh.write("[")
+        self.rows = 0
+
+    def write(self, df: pd.DataFrame) -> None:
+        import textwrap
+
+        for values in df.reindex(columns=list(FIELDS)).itertuples(index=False, name=None):
+            row = {name: "" if pd.isna(value) else str(value) for name, value in zip(FIELDS, values, strict=True)}
+            self._fh.write(("\n" if self.rows == 0 else ",\n")
+                           + textwrap.indent(json.dumps(row, indent=2, ensure_ascii=False), "  "))
+            self.rows += 1
+
+    def __enter__(self) -> AlpacaWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self._fh.write("\n]\n" if self.rows else "]\n")
+        self._fh.close()
+        if exc_type is None:
+            self._tmp.replace(self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
 
 
 TEXT_COLUMNS = ["id", "instruction", "input", "output", "label"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ class Embeddings:
     n_new: int
     seconds: float
     cache_path: str | None
+    model: Any = field(default=None, repr=False)  # the embedder used, when one was loaded or passed
 
 
 def cache_path(embedder: str) -> Path:
@@ -82,19 +83,60 @@ def embed_records(df: pd.DataFrame, embedder: str = DEFAULT_EMBEDDER, *, batch_s
     out = np.stack([vectors[rid] for rid in ids]) if ids else np.empty((0, 0), dtype=np.float32)
     seconds = time.perf_counter() - start
     log.info("embedded %d new of %d records in %.1fs", len(todo), len(ids), seconds)
-    return Embeddings(out, len(todo), seconds, str(cache.path) if cache is not None else None)
+    return Embeddings(out, len(todo), seconds, str(cache.path) if cache is not None else None, model)
 
 
-def unit_rows(embeddings: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Embeddings as float32 rows of unit length; clear errors for a wrong shape or zero / non-finite rows."""
-    e = np.asarray(embeddings, dtype=np.float32)
-    if e.ndim != 2 or e.shape[0] != len(ids):
-        raise ValueError(f"embeddings must be 2-D with one row per record ({len(ids)}), got shape {e.shape}")
-    norms = np.linalg.norm(e, axis=1)
-    bad = ~np.isfinite(norms) | (norms == 0)
+def embed_file(path: str | Path, embedder: str, dst: str | Path, rows: int = 8192) -> Embeddings:
+    """Embed a Parquet file's records ``rows`` at a time (through the cache, the embedder loaded once and only if a
+    record is new) into a float32 ``.npy`` matrix at ``dst``, memory-mapped: one row per record, file order."""
+    import pyarrow.parquet as pq
+
+    from selectune.data.stream import iter_frames
+
+    start, names = time.perf_counter(), pq.read_schema(path).names
+    n, model, n_new, pos = pq.ParquetFile(path).metadata.num_rows, None, 0, 0
+    vectors: np.ndarray = np.empty((0, 0), dtype=np.float32)
+    cols = [c for c in ("id", "instruction", "input", "output") if c in names]
+    for chunk in iter_frames(path, rows, cols):
+        emb = embed_records(chunk, embedder, model=model)
+        if pos == 0:
+            vectors = np.lib.format.open_memmap(dst, "w+", np.float32, (n, emb.vectors.shape[1]))
+        vectors[pos:pos + len(chunk)] = emb.vectors
+        pos, n_new, model = pos + len(chunk), n_new + emb.n_new, emb.model
+    return Embeddings(vectors, n_new, time.perf_counter() - start, str(cache_path(embedder)), model)
+
+
+def check_rows(embeddings: np.ndarray, ids: np.ndarray, block: int = 65_536) -> None:
+    """Clear errors for embeddings of the wrong shape or with zero / non-finite rows (read ``block`` rows at a time,
+    so a memory-mapped matrix is not loaded whole)."""
+    shape = getattr(embeddings, "shape", None) or np.shape(embeddings)
+    if len(shape) != 2 or shape[0] != len(ids):
+        raise ValueError(f"embeddings must be 2-D with one row per record ({len(ids)}), got shape {tuple(shape)}")
+    bad = np.concatenate([~np.isfinite(norms) | (norms == 0) for norms in (
+        np.linalg.norm(np.asarray(embeddings[i:i + block], dtype=np.float32), axis=1)
+        for i in range(0, shape[0], block))] or [np.zeros(0, dtype=bool)])
     if bad.any():
         raise ValueError(f"{int(bad.sum())} embedding row(s) are zero or not finite, e.g. ids {ids[bad][:5].tolist()}")
-    return e / norms[:, None]
+
+
+class Rows:
+    """The rows of ``emb`` in the order ``order`` gives, read on demand: a view that copies nothing up front
+    (``emb`` may be memory-mapped)."""
+
+    def __init__(self, emb: Any, order: np.ndarray) -> None:
+        self.emb, self.order = emb, np.asarray(order)
+        self.shape, self.dtype = (len(self.order), emb.shape[1]), np.dtype(np.float32)
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        return np.asarray(self.emb[self.order[idx]], dtype=np.float32)
+
+
+class RankedUnitRows(Rows):
+    """:class:`Rows` scaled to unit length as they are read: the view :class:`NearestAccepted` searches."""
+
+    def __getitem__(self, idx: Any) -> np.ndarray:
+        rows = super().__getitem__(idx)
+        return rows / np.linalg.norm(rows, axis=-1, keepdims=True)
 
 
 class NearestAccepted:
@@ -103,13 +145,15 @@ class NearestAccepted:
     ``emb`` holds unit rows; ``walk`` the rows in the order they are considered. For the block of ``block``
     candidates around the current one, one matrix product gives their cosines to everything accepted before the
     block, and the block's own Gram matrix covers records accepted inside it: exact, with BLAS doing the work.
-    Accepted vectors go into a preallocated matrix.
+    Accepted vectors go into a matrix that doubles as it fills (memory grows with the accepted set, not the walk).
     """
 
-    def __init__(self, emb: np.ndarray, walk: np.ndarray, block: int = 256) -> None:
+    initial_rows = 4096
+
+    def __init__(self, emb: Any, walk: np.ndarray, block: int = 256) -> None:
         self.emb, self.walk, self.block = emb, np.asarray(walk), block
-        self.acc = np.empty((len(self.walk), emb.shape[1]), dtype=emb.dtype)
-        self.acc_rows = np.empty(len(self.walk), dtype=np.int64)
+        self.acc = np.empty((min(len(self.walk), self.initial_rows), emb.shape[1]), dtype=emb.dtype)
+        self.acc_rows = np.empty(len(self.acc), dtype=np.int64)
         self.m, self.start = 0, -block - 1
         self.in_block: list[int] = []
 
@@ -128,6 +172,10 @@ class NearestAccepted:
 
     def accept(self, pos: int) -> None:
         """Add candidate ``walk[pos]`` (the current one) to the accepted set."""
+        if self.m == len(self.acc):
+            grow = min(len(self.walk), 2 * len(self.acc)) - len(self.acc)
+            self.acc = np.concatenate([self.acc, np.empty((grow, self.acc.shape[1]), self.acc.dtype)])
+            self.acc_rows = np.concatenate([self.acc_rows, np.empty(grow, np.int64)])
         self.acc[self.m] = self.emb[self.walk[pos]]
         self.acc_rows[self.m] = self.walk[pos]
         self.m += 1

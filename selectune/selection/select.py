@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -50,8 +51,9 @@ class SelectionResult:
     budget: int | None = None
 
 
-def select_records(df: pd.DataFrame, cfg: SelectionConfig, embeddings: np.ndarray | None = None) -> SelectionResult:
-    """Select a subset of ``df`` as ``cfg`` says; ``embeddings`` (one row per ``df`` row) for the diversity pass.
+def select_records(df: pd.DataFrame, cfg: SelectionConfig, embeddings: Any = None) -> SelectionResult:
+    """Select a subset of ``df`` as ``cfg`` says; ``embeddings`` (one row per ``df`` row: an array, or a
+    :class:`selection.diversity.Rows` view of a memory-mapped one) for the diversity pass.
 
     Scores (column ``selection_score``): ``top`` uses ``cfg.by``; ``combined`` is the weighted mean of each
     weighted column's rank normalized to [0, 1] (average ranks over the non-NaN values, 1 = best; a negative
@@ -70,69 +72,103 @@ def select_records(df: pd.DataFrame, cfg: SelectionConfig, embeddings: np.ndarra
     return _select(df, cfg, mode, value, embeddings)
 
 
-def _select(df: pd.DataFrame, cfg: SelectionConfig, mode: str, value: float, embeddings: np.ndarray | None,
-            ) -> SelectionResult:
+def _select(df: pd.DataFrame, cfg: SelectionConfig, mode: str, value: float, embeddings: Any) -> SelectionResult:
     """select_records with the budget already resolved: mode "fraction", "k", "threshold" or "full"."""
-    _check_ids(df)
+    id_rank = _id_ranks(df)
     score, missing = _strategy_score(df, cfg)
-    order = _rank_order(score, df[ID_COL])
-    table = df.drop(columns=[c for c in ADDED_COLS if c in df.columns]).iloc[order].reset_index(drop=True)
+    order = _rank_order(score, id_rank)
+    table = df.drop(columns=[c for c in ADDED_COLS if c in df.columns])
+    table = (table if np.array_equal(order, np.arange(len(order))) else table.iloc[order]).reset_index(drop=True)
     score, missing = score[order], missing[order]
-    n, ids = len(table), table[ID_COL].astype(str).to_numpy()
+    n = len(table)
     table["selection_score"] = score
     table["rank"] = np.arange(1, n + 1)
     reasons, kinds = np.full(n, "", dtype=object), np.full(n, "", dtype=object)
 
-    def reject(mask: np.ndarray, kind: str, texts: list[str]) -> None:  # first reason wins
-        mask &= kinds == ""
-        kinds[mask], reasons[mask] = kind, np.asarray(texts, dtype=object)[mask]
+    def reject(mask: np.ndarray, kind: str, text: Callable[[int], str]) -> None:  # first reason wins
+        rows = np.flatnonzero(mask & (kinds == ""))
+        kinds[rows], reasons[rows] = kind, [text(i) for i in rows]
 
     scored = np.array([m is None for m in missing], dtype=bool)
-    reject(~scored, "score_missing", [f"score missing{m}" for m in missing])
+    reject(~scored, "score_missing", lambda i: f"score missing{missing[i]}")
     if cfg.score_below is not None:
         high = np.where(np.isnan(score), -np.inf, score) >= cfg.score_below
-        reject(high, "score_too_high", [f"score {v:.6g} >= score_below {cfg.score_below:g}" for v in score])
+        reject(high, "score_too_high", lambda i: f"score {score[i]:.6g} >= score_below {cfg.score_below:g}")
     if cfg.min_chars is not None or cfg.max_chars is not None:
-        if "output" not in table.columns:
-            raise ValueError("min_chars/max_chars need an 'output' column")
-        length = table["output"].fillna("").astype(str).str.len().to_numpy()
+        length = response_chars(table)
         lo, hi = cfg.min_chars or 0, cfg.max_chars or np.inf
-        reject(length < lo, "too_short", [f"too short ({v} < {lo} chars)" for v in length])
-        reject(length > hi, "too_long", [f"too long ({v} > {hi} chars)" for v in length])
+        reject(length < lo, "too_short", lambda i: f"too short ({length[i]} < {lo} chars)")
+        reject(length > hi, "too_long", lambda i: f"too long ({length[i]} > {hi} chars)")
     if mode == "threshold":
         below = np.where(np.isnan(score), np.inf, score) < value
-        reject(below, "below_cut", [_threshold_reason(v, value) for v in score])
+        reject(below, "below_cut", lambda i: _threshold_reason(score[i], value))
     walk = np.flatnonzero(kinds == "")
     budget = _cut_rank(mode, value, int(scored.sum())) if mode in ("fraction", "k") else None
     caps, cats = _quotas(table, cfg, len(walk) if budget is None else budget)
     sims = None
     if cfg.diversity_threshold is not None:
-        from selectune.selection.diversity import NearestAccepted, unit_rows
+        from selectune.selection.diversity import NearestAccepted, RankedUnitRows, check_rows
 
         if embeddings is None:
             raise ValueError("diversity_threshold is set: pass embeddings, one row per record (selection.diversity)")
-        sims = NearestAccepted(unit_rows(embeddings, ids[np.argsort(order)])[order], walk, SIM_BLOCK)
-    accepted = _walk(walk, budget, caps, cats, sims, cfg.diversity_threshold, reasons, kinds, ids)
+        check_rows(embeddings, df[ID_COL].astype(str).to_numpy())
+        sims = NearestAccepted(RankedUnitRows(embeddings, order), walk, SIM_BLOCK)
+    accepted = _walk(walk, budget, caps, cats, sims, cfg.diversity_threshold, reasons, kinds, table[ID_COL])
     cut_rank = accepted[-1] + 1 if accepted else 0
     if cfg.strategy == "full":
         reasons[accepted] = "full baseline"
     elif mode == "threshold":
         reasons[accepted] = [_threshold_reason(score[i], value) for i in accepted]
-    else:
-        label = f"random baseline (seed {cfg.seed}, " if cfg.strategy == "random" else (
-            f"top {value * 100:g}% (" if mode == "fraction" else f"top {int(value)} (")
-        reasons[accepted] = [f"{label}rank {i + 1} <= {cut_rank})" for i in accepted]
     kinds[accepted] = "selected"
-    rest = np.flatnonzero(kinds == "")
+    rest = kinds == ""
     kinds[rest] = "below_cut"
     word = "not drawn" if cfg.strategy == "random" else "below cut"
-    reasons[rest] = [f"{word} (rank {i + 1} > {cut_rank})" for i in rest]
+    ranked = [(rest, f"{word} (rank ", f" > {cut_rank})")]
+    if cfg.strategy != "full" and mode != "threshold":
+        label = f"random baseline (seed {cfg.seed}, " if cfg.strategy == "random" else (
+            f"top {value * 100:g}% (" if mode == "fraction" else f"top {int(value)} (")
+        ranked.append((kinds == "selected", f"{label}rank ", f" <= {cut_rank})"))
     table["selected"] = kinds == "selected"
-    table["decision"], table["decision_reason"] = kinds, reasons
+    table["decision"], table["decision_reason"] = kinds, _with_ranks(reasons, ranked)
     chosen = table[table["selected"]].reset_index(drop=True)
     cut = value if mode == "threshold" else _last_score(chosen, "selection_score") if cfg.strategy in (
         "top", "combined") else None
     return SelectionResult(table=table, selected=chosen, cut_value=cut, budget=budget)
+
+
+def _with_ranks(reasons: np.ndarray, ranked: list[tuple[np.ndarray, str, str]], block: int = 65_536) -> pd.Series:
+    """``reasons``, with ``prefix + rank + suffix`` where each mask is true: built in Arrow, ``block`` rows at a time,
+    so that a million records need no Python string each (they would cost more than the rest of the selection)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    chunks, rank = [], np.arange(1, len(reasons) + 1)
+    for lo in range(0, len(reasons), block):
+        part = slice(lo, lo + block)
+        column = pa.array(reasons[part], pa.string())
+        for mask, prefix, suffix in ranked:
+            if mask[part].any():
+                texts = pc.binary_join_element_wise(prefix, pc.cast(pa.array(rank[part][mask[part]]), pa.string()),
+                                                    suffix, "")
+                column = pc.replace_with_mask(column, pa.array(mask[part]), texts)
+        chunks.append(column)
+    return pd.Series(pa.chunked_array(chunks, pa.string()).to_pandas(), dtype="str")
+
+
+def response_chars(table: pd.DataFrame) -> np.ndarray:
+    """Each response's length in characters: the ``response_chars`` column when the table has one (a file read
+    without its texts), else the ``output`` column's lengths."""
+    if "response_chars" in table.columns:
+        return table["response_chars"].to_numpy()
+    if "output" not in table.columns:
+        raise ValueError("min_chars/max_chars need an 'output' column")
+    return table["output"].fillna("").astype(str).str.len().to_numpy()
+
+
+def rank_order(df: pd.DataFrame, cfg: SelectionConfig) -> np.ndarray:
+    """The row positions of ``df`` in the order :func:`select_records` ranks them (a frame already in this order is
+    selected without a copy of its columns)."""
+    return _rank_order(_strategy_score(df, cfg)[0], _id_ranks(df))
 
 
 def _strategy_score(df: pd.DataFrame, cfg: SelectionConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -162,24 +198,36 @@ def _strategy_score(df: pd.DataFrame, cfg: SelectionConfig) -> tuple[np.ndarray,
     return score, notes
 
 
-def _quotas(table: pd.DataFrame, cfg: SelectionConfig, base: int) -> tuple[dict[str, int], np.ndarray | None]:
-    """Quota caps per category (fractions of ``base``, rounded down) and each row's category (None = none)."""
+def _quotas(table: pd.DataFrame, cfg: SelectionConfig, base: int) -> tuple[dict[str, int], Categories | None]:
+    """Quota caps per category (fractions of ``base``, rounded down) and each row's category."""
     if not cfg.quotas:
         return {}, None
     col = cfg.category_column
     if col not in table.columns:
         raise ValueError(f"quotas need the category column {col!r}; available columns: "
                          f"{[str(c) for c in table.columns]}")
-    cats = np.array([None if pd.isna(v) else str(v) for v in table[col]], dtype=object)
-    unknown = sorted(set(cfg.quotas) - set(cats))
+    codes, uniques = pd.factorize(table[col])
+    cats = Categories(codes, np.array([*(str(u) for u in uniques), None], dtype=object))
+    unknown = sorted(set(cfg.quotas) - set(cats.names[:-1]))
     if unknown:
         log.warning("quota categories not in column %r: %s", col, unknown)
     caps = {c: int(q) if q >= 1 else math.floor(q * base + _FLOOR_EPS) for c, q in cfg.quotas.items()}
     return caps, cats
 
 
-def _walk(walk: np.ndarray, budget: int | None, caps: dict[str, int], cats: np.ndarray | None,
-          sims: object, threshold: float | None, reasons: np.ndarray, kinds: np.ndarray, ids: np.ndarray,
+@dataclass(frozen=True)
+class Categories:
+    """Each row's category as a code into ``names`` (-1, the last name, is None: no category)."""
+
+    codes: np.ndarray
+    names: np.ndarray
+
+    def __getitem__(self, row: int) -> str | None:
+        return self.names[self.codes[row]]
+
+
+def _walk(walk: np.ndarray, budget: int | None, caps: dict[str, int], cats: Categories | None,
+          sims: object, threshold: float | None, reasons: np.ndarray, kinds: np.ndarray, ids: pd.Series,
           ) -> list[int]:
     """Accept candidates in rank order until the budget is filled; label the ones skipped on the way."""
     from tqdm.auto import tqdm
@@ -196,7 +244,7 @@ def _walk(walk: np.ndarray, budget: int | None, caps: dict[str, int], cats: np.n
         if sims is not None:
             cos, j = sims.nearest(pos)
             if cos >= threshold:
-                kinds[i], reasons[i] = "too_similar", f"too similar (cos {cos:.2f} to {ids[j]})"
+                kinds[i], reasons[i] = "too_similar", f"too similar (cos {cos:.2f} to {ids.iat[j]})"
                 continue
             sims.accept(pos)
         accepted.append(int(i))
@@ -214,16 +262,24 @@ def _check_score_column(df: pd.DataFrame, by: str) -> None:
         raise ValueError(f"score column {by!r} must be numeric, got dtype {dtype}")
 
 
-def _check_ids(df: pd.DataFrame) -> None:
-    """``id`` must be a complete, unique column."""
+def _id_ranks(df: pd.DataFrame) -> np.ndarray:
+    """Each row's position among the sorted ids; ``id`` must be a complete, unique column (duplicates are found
+    next to each other once sorted, which costs far less memory than hashing a million strings)."""
     if ID_COL not in df.columns:
         cols = [str(c) for c in df.columns]
         raise ValueError(f"records need an {ID_COL!r} column to break ties; available columns: {cols}")
-    if df[ID_COL].isna().any():
-        raise ValueError(f"{int(df[ID_COL].isna().sum())} record(s) have a missing {ID_COL!r}")
-    dupes = df[ID_COL][df[ID_COL].duplicated()].unique().tolist()
-    if dupes:
+    ids = df[ID_COL]
+    if ids.isna().any():
+        raise ValueError(f"{int(ids.isna().sum())} record(s) have a missing {ID_COL!r}")
+    by_id = ids.argsort().to_numpy()
+    ordered = ids.iloc[by_id].array
+    same = np.asarray(ordered[1:] == ordered[:-1], dtype=bool)
+    if same.any():
+        dupes = pd.unique(ordered[1:][same]).tolist()
         raise ValueError(f"{len(dupes)} duplicate id(s) in {ID_COL!r}, e.g. {dupes[:5]}")
+    ranks = np.empty(len(ids), dtype=np.int64)
+    ranks[by_id] = np.arange(len(ids))
+    return ranks
 
 
 def _resolve_mode(fraction: float | None, k: int | None, threshold: float | None) -> tuple[str, float]:
@@ -258,11 +314,10 @@ def _as_float(col: pd.Series) -> np.ndarray:
     return col.to_numpy(dtype=float, na_value=np.nan)
 
 
-def _rank_order(scores: np.ndarray, ids: pd.Series) -> np.ndarray:
-    """Row positions sorted by (score missing, score desc, id asc)."""
-    key = pd.DataFrame({"_missing": np.isnan(scores), "_score": scores, ID_COL: ids.to_numpy()})
-    order = key.sort_values(["_missing", "_score", ID_COL], ascending=[True, False, True], kind="mergesort")
-    return order.index.to_numpy()
+def _rank_order(scores: np.ndarray, id_rank: np.ndarray) -> np.ndarray:
+    """Row positions sorted by (score missing, score desc, id asc): ids are unique, so the order is total."""
+    missing = np.isnan(scores)
+    return np.lexsort((id_rank, np.where(missing, 0.0, -scores), missing))
 
 
 def _cut_rank(mode: str, value: float, n_scored: int) -> int:

@@ -3,28 +3,23 @@ and reason), selected.parquet and selected_alpaca.json; metrics and before/after
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from selectune.core import metrics, plots
 from selectune.core.digests import file_digest
-from selectune.data.records import export_alpaca, write_parquet
+from selectune.data.stream import CHUNK_ROWS, map_chunks
 from selectune.selection.config import SelectionConfig
-from selectune.selection.select import SelectionResult, select_records
+from selectune.selection.files import SelectOutputs, read_decision_frame, write_ranked
+from selectune.selection.select import SelectionResult, rank_order, response_chars, select_records
 from selectune.stage import StageResult, run_stage
 from selectune.tracking import runs
 
 DECISIONS = ("selected", "below_cut", "score_missing", "score_too_high", "too_short", "too_long", "quota_full",
              "too_similar")
-
-
-@dataclass(frozen=True)
-class SelectOutputs:
-    selection: Path  # every record with rank, score, decision and reason
-    selected: Path  # the selected subset
-    alpaca: Path  # the selected subset as Alpaca JSON
 
 
 def select_stage(cfg: SelectionConfig, scored: str | Path, run_dir: str | Path,
@@ -53,39 +48,51 @@ def select_stage(cfg: SelectionConfig, scored: str | Path, run_dir: str | Path,
 
 
 def select_file(cfg: SelectionConfig, scored: str | Path, out: Path, judge: str | None = None,
-                ) -> tuple[SelectionResult, SelectOutputs, dict[str, float]]:
-    """Select from a scored Parquet file into ``out`` (selection.parquet, selected.parquet, selected_alpaca.json):
-    the judge's scores first when ``judge`` is set, embeddings (cached) when the diversity pass is on."""
-    df = pd.read_parquet(scored)
-    if "output" in df.columns:  # a derived score for length baselines (by: response_chars)
-        df = df.assign(response_chars=df["output"].fillna("").astype(str).str.len())
-    m: dict[str, float] = {"records_in": len(df)}
-    vectors = None
-    if judge:
-        df, m["judge_seconds"] = judge_records(df, judge)
-    if cfg.diversity_threshold is not None:
-        from selectune.selection.diversity import embed_records
+                rows: int = CHUNK_ROWS) -> tuple[SelectionResult, SelectOutputs, dict[str, float]]:
+    """Select from a scored Parquet file into ``out`` (selection.parquet, selected.parquet, selected_alpaca.json),
+    ``rows`` records in memory at a time: the judge's scores first when ``judge`` is set, embeddings (cached,
+    memory-mapped) when the diversity pass is on. The result's tables hold the decision columns, not the texts."""
+    m: dict[str, float] = {}
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".work-") as work:
+        source = Path(scored)
+        if judge:
+            source, m["judge_seconds"] = judge_file(source, judge, Path(work) / "judged.parquet", rows)
+        df = read_decision_frame(source, cfg)
+        m["records_in"] = len(df)
+        vectors = None
+        if cfg.diversity_threshold is not None:
+            from selectune.selection.diversity import embed_file
 
-        emb = embed_records(df, cfg.embedder)
-        vectors = emb.vectors
-        m.update({"embedded_new": emb.n_new, "embed_seconds": round(emb.seconds, 3)})
-    res = select_records(df, cfg, vectors)
-    outputs = SelectOutputs(write_parquet(res.table, out / "selection.parquet"),
-                            write_parquet(res.selected, out / "selected.parquet"),
-                            export_alpaca(res.selected, out / "selected_alpaca.json"))
+            emb = embed_file(source, cfg.embedder, Path(work) / "vectors.npy", rows)
+            vectors = emb.vectors
+            m.update({"embedded_new": emb.n_new, "embed_seconds": round(emb.seconds, 3)})
+        df = df.assign(_row=np.arange(len(df))).take(rank_order(df, cfg))  # ranked here: no second copy below
+        if vectors is not None:
+            from selectune.selection.diversity import Rows
+
+            vectors = Rows(vectors, df["_row"].to_numpy())  # the memory-mapped matrix, read in rank order
+        res = select_records(df, cfg, vectors)
+        del df, vectors
+        rows_of = res.table.pop("_row").to_numpy()
+        res.selected.pop("_row")
+        outputs = write_ranked(source, res.table, rows_of, out, rows)
     m.update(stage_metrics(res, cfg))
     return res, outputs, m
 
 
-def judge_records(df: pd.DataFrame, judge: str) -> tuple[pd.DataFrame, float]:
-    """``df`` plus ``judge_score``: the judge's reference-free 0-9 rating of each (instruction, output)."""
+def judge_file(src: Path, judge: str, dst: Path, rows: int = CHUNK_ROWS) -> tuple[Path, float]:
+    """``src`` plus ``judge_score`` (the judge's reference-free 0-9 rating of each (instruction, output)) written to
+    ``dst`` ``rows`` records at a time, the judge loaded once; returns ``dst`` and the seconds it took."""
     import time
 
     from selectune.judge.infer import load_judge, score_pairs
 
     start = time.perf_counter()
-    scores = score_pairs(load_judge(judge), df, with_reference=False)["judge_score"]
-    return df.assign(judge_score=scores.to_numpy()), round(time.perf_counter() - start, 3)
+    model = load_judge(judge)
+    map_chunks(src, dst, lambda _, chunk: chunk.assign(
+        judge_score=score_pairs(model, chunk, with_reference=False)["judge_score"].to_numpy()), rows)
+    return dst, round(time.perf_counter() - start, 3)
 
 
 def _score_name(cfg: SelectionConfig) -> str:
@@ -109,9 +116,9 @@ def stage_metrics(res: SelectionResult, cfg: SelectionConfig) -> dict[str, float
     if "label" in t.columns and len(sel):
         m["selected_poor_fraction"] = round(float((sel["label"] == "poor").mean()), 4)
         m["input_poor_fraction"] = round(float((t["label"] == "poor").mean()), 4)
-    if "output" in t.columns and len(sel):
-        m["output_chars_mean.all"] = round(float(t["output"].fillna("").str.len().mean()), 1)
-        m["output_chars_mean.selected"] = round(float(sel["output"].fillna("").str.len().mean()), 1)
+    if "response_chars" in t.columns and len(sel):
+        m["output_chars_mean.all"] = round(float(response_chars(t).mean()), 1)
+        m["output_chars_mean.selected"] = round(float(response_chars(sel).mean()), 1)
     return m
 
 
@@ -120,7 +127,7 @@ def log_selection(res: SelectionResult, cfg: SelectionConfig, selected_path: str
     import mlflow
 
     t, sel = res.table, res.selected
-    runs.log_dataset(sel, selected_path, "selected", "training")
+    runs.log_dataset(pd.read_parquet(selected_path), selected_path, "selected", "training")
     cols = ["id", "rank", "selection_score", "selected", "decision", "decision_reason"]
     mlflow.log_table(t[cols], "selection.json")
     name, col = _score_name(cfg), "selection_score"
@@ -134,8 +141,8 @@ def log_selection(res: SelectionResult, cfg: SelectionConfig, selected_path: str
     for label, c in columns.items():
         runs.log_figure(plots.before_after_histogram(t[c], sel[c], f"{label}: all vs selected", xlabel=label),
                             f"score_before_after.{label}.png")
-    if "output" in t.columns:
-        lengths, sel_lengths = t["output"].fillna("").str.len(), sel["output"].fillna("").str.len()
+    if "response_chars" in t.columns:
+        lengths, sel_lengths = t["response_chars"], sel["response_chars"]
         runs.log_figure(plots.before_after_histogram(lengths, sel_lengths, "response length: all vs selected",
                                                          xlabel="response length (characters)"),
                             "length_before_after.png")

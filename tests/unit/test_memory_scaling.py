@@ -1,5 +1,6 @@
-"""bench/memory_scaling.py at a tiny size: both commands run in fresh processes on its synthetic files, the counts
-check out (1% duplicates dropped) and each row reports a peak RSS read from the kernel."""
+"""bench/memory_scaling.py at a tiny size: the three commands run in fresh processes on its synthetic files, the
+counts check out (1% duplicates dropped, 20% of the scored records selected) and each row reports a peak RSS read from
+the kernel."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ def test_memory_scaling_small(tmp_path) -> None:
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     rows = bench.main(["--sizes", "300", "--formats", "jsonl", "--json", str(tmp_path / "mem.json")])
-    assert [(r["stage"], r["records"]) for r in rows] == [("data validate", 300), ("score selectit", 300)]
+    assert [(r["stage"], r["records"]) for r in rows] == [("data validate", 300), ("score selectit", 300),
+                                                          ("select", 300)]
     assert all(50 < r["peak_rss_mb"] < 4000 and r["seconds"] > 0 for r in rows)
     assert json.loads((tmp_path / "mem.json").read_text()) == rows
