@@ -39,14 +39,14 @@ class SelectOutputs:
 def decision_columns(cfg: SelectionConfig, names: list[str]) -> list[str]:
     """The columns of a file with ``names`` that ``cfg``'s decision reads (``output`` only for its lengths). A score
     column the strategy needs and the file lacks is an error naming the file's columns."""
-    need = [cfg.by] if cfg.strategy == "top" else [c for c, w in (cfg.weights or {}).items() if w] if (
+    available = [*names, *(["response_chars"] if "output" in names and "response_chars" not in names else [])]
+    scores = [cfg.by] if cfg.strategy == "top" else [c for c, w in (cfg.weights or {}).items() if w] if (
         cfg.strategy == "combined") else []
-    need += [cfg.category_column] if cfg.quotas else []
-    missing = [c for c in need if c not in names]
-    if missing:
-        what = "quotas need the category column" if missing[0] == cfg.category_column and cfg.quotas else \
-            "score column"
-        raise ValueError(f"{what} {missing[0]!r} not found; available columns: {names}")
+    for col in scores:
+        if col not in available:
+            raise ValueError(f"score column {col!r} not found; available columns: {available}")
+    if cfg.quotas and cfg.category_column not in names:
+        raise ValueError(f"quotas need the category column {cfg.category_column!r}; available columns: {available}")
     wanted = [ID_COL, cfg.by, *(cfg.weights or {}), cfg.category_column, "label", "response_chars", "output"]
     return [c for c in dict.fromkeys(wanted) if c in names]
 

@@ -18,6 +18,7 @@ CASES = [
     {"strategy": "combined", "weights": {"selectit_score": 1.0, "other": -0.5}, "top_k": 40},
     {"strategy": "random", "fraction": 0.1, "seed": 3},
     {"strategy": "full", "max_chars": 300},
+    {"by": "response_chars", "fraction": 0.2},  # the longest-responses baseline: a length derived while reading
 ]
 
 
@@ -110,5 +111,5 @@ def test_missing_columns_name_the_files_columns(tmp_path: Path) -> None:
     path, _ = scored_file(tmp_path)
     with pytest.raises(ValueError, match=r"score column 'nope' not found; available columns: \['id', 'instruction'"):
         select_file(SelectionConfig(by="nope"), path, tmp_path / "a")
-    with pytest.raises(ValueError, match="quotas need the category column 'topic' not found"):
+    with pytest.raises(ValueError, match="quotas need the category column 'topic'; available columns: "):
         select_file(SelectionConfig(quotas={"x": 1}, category_column="topic"), path, tmp_path / "b")
