@@ -27,13 +27,11 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from prefect import flow, task, unmapped
 from prefect.cache_policies import NO_CACHE
 
 from selectune.config import ScaleConfig
 from selectune.core.settings import TELEMETRY_OFF, disable_telemetry, home
-from selectune.data.records import write_parquet
 from selectune.selectit import shards
 from selectune.selectit.config import SelectITConfig
 from selectune.selectit.stage import ScoreOutputs, Scorer, score_stage
@@ -67,12 +65,12 @@ def _placement(runner: str, gpus: float) -> AbstractContextManager[Any]:
 def sharded_flow(cfg: SelectITConfig, records: str, n_shards: int, shard_dir: str, key: str,
                  runner: str = "local", gpus_per_shard: float = 0.0) -> list[dict[str, Any]]:
     """Plan the shards, skip the finished ones, score the rest on this flow's task runner."""
-    df = pd.read_parquet(records)
-    plan = shards.plan_shards(shards.record_weights(df), n_shards)
+    weights = shards.file_weights(records)
+    plan = shards.plan_shards(weights, n_shards)
     keys = [shards.shard_key(key, p) for p in plan]
     done = {i: m for i in range(len(plan)) if (m := shards.finished(shard_dir, i, keys[i])) is not None}
     todo = [i for i in range(len(plan)) if i not in done]
-    print(f"SelectIT: {len(df)} records in {len(plan)} shards ({len(done)} already finished) on {runner}")
+    print(f"SelectIT: {len(weights)} records in {len(plan)} shards ({len(done)} already finished) on {runner}")
     results = [{**m, "skipped": True} for m in done.values()]
     if todo:
         with _placement(runner, gpus_per_shard):
@@ -164,7 +162,9 @@ def sharded_scorer(cfg: SelectITConfig, scale: ScaleConfig) -> Scorer:
     task each) and merges them; finished shards of an interrupted run are not scored again."""
 
     def score(records: Path, out: Path, key: str) -> tuple[Path, dict[str, float], Path]:
-        n_records = len(pd.read_parquet(records, columns=["id"]))
+        import pyarrow.parquet as pq
+
+        n_records = pq.ParquetFile(records).metadata.num_rows
         shard_dir = out / "shards"
         start = time.perf_counter()
         with task_runner(scale) as runner:
@@ -172,10 +172,10 @@ def sharded_scorer(cfg: SelectITConfig, scale: ScaleConfig) -> Scorer:
                 cfg, str(records), scale.shards or 2 * scale.n_workers, str(shard_dir), key, scale.runner,
                 scale.gpus_per_shard)
         wall = time.perf_counter() - start
-        table, m = shards.merge_shards(shard_dir, results, n_records, cfg)
+        m = shards.merge_shards(shard_dir, results, n_records, cfg, out / "scored.parquet")
         rated = sum(r["rows"] for r in results if not r["skipped"])
         m["records_per_s"] = round(rated / wall, 3) if rated else 0.0
-        return write_parquet(table, out / "scored.parquet"), m, shard_dir
+        return out / "scored.parquet", m, shard_dir
 
     return score
 

@@ -160,3 +160,28 @@ def map_chunks(src: str | Path, dst: str | Path, fn: Callable[[int, Any], Any], 
         raise ValueError(f"{src} holds no records")
     tmp.replace(dst)
     return n
+
+
+def take_rows(src: str | Path, positions: Any, dst: str | Path, rows: int = CHUNK_ROWS) -> int:
+    """Write the rows of the Parquet file ``src`` at ``positions`` (any order; written in file order) to ``dst``,
+    reading ``rows`` at a time; returns the number written. A position past the end is an error naming the file."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(src, pre_buffer=False, buffer_size=1 << 20)
+    n, pos = pf.metadata.num_rows, np.asarray(positions, dtype=np.int64)
+    if len(pos) and (pos.max() >= n or pos.min() < 0):
+        raise ValueError(f"row {int(pos.max() if pos.max() >= n else pos.min())} is outside {src} ({n} rows)")
+    keep = np.zeros(n, dtype=bool)
+    keep[pos] = True
+    dst = Path(dst)
+    tmp, start = dst.with_name(f".{dst.name}.tmp-{os.getpid()}"), 0
+    with pq.ParquetWriter(tmp, pf.schema_arrow) as writer:
+        for batch in pf.iter_batches(batch_size=rows):
+            mask = keep[start:start + batch.num_rows]
+            start += batch.num_rows
+            if mask.any():
+                writer.write_table(pa.Table.from_batches([batch]).filter(pa.array(mask)))
+    tmp.replace(dst)
+    return int(keep.sum())

@@ -17,7 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,16 @@ def record_weights(df: pd.DataFrame) -> list[int]:
     inp = df["input"] if "input" in df.columns else [""] * len(df)
     return [max(1, sum(len(x) for x in row if isinstance(x, str)))
             for row in zip(df["instruction"], inp, df["output"], strict=True)]
+
+
+def file_weights(path: str | Path) -> list[int]:
+    """:func:`record_weights` of a Parquet file's records, read a chunk at a time (the texts are not kept)."""
+    import pyarrow.parquet as pq
+
+    from selectune.data.stream import iter_frames
+
+    cols = [c for c in ("instruction", "input", "output") if c in pq.read_schema(path).names]
+    return [w for chunk in iter_frames(path, 8192, cols) for w in record_weights(chunk)]
 
 
 def plan_shards(weights: Sequence[int], n: int) -> list[list[int]]:
@@ -86,52 +97,118 @@ def _atomic_write(path: Path, write: Any) -> None:
 
 def score_shard(cfg: SelectITConfig, records: str, positions: Sequence[int], shard_dir: str, index: int,
                 key: str, progress: bool = True) -> dict[str, Any]:
-    """Score one shard (unless its marker says it is done); returns the marker plus ``skipped``."""
+    """Score one shard (unless its marker says it is done); returns the marker plus ``skipped``. The shard's rows are
+    copied out of ``records`` and scored a chunk at a time (:func:`chunks.score_file`): memory holds one chunk."""
     if (meta := finished(shard_dir, index, key)) is not None:
         return {**meta, "skipped": True}
-    from selectune.selectit.rater import open_rating_cache, score_selectit
+    from selectune.data.stream import map_chunks, take_rows
+    from selectune.selectit.chunks import CHUNK_RECORDS, score_file
+    from selectune.selectit.rater import open_rating_cache
 
-    df = pd.read_parquet(records)
-    if positions and max(positions) >= len(df):
-        raise ValueError(f"shard {index}: row {max(positions)} is past the end of {records} ({len(df)} rows)")
-    with open_rating_cache(cfg) as cache:
-        report = score_selectit(df.iloc[list(positions)], cfg, cache, progress)
     table, marker = paths(shard_dir, index)
     table.parent.mkdir(parents=True, exist_ok=True)
     marker.unlink(missing_ok=True)
-    out = report.table.assign(**{ROW: list(positions)})
-    _atomic_write(table, lambda p: out.to_parquet(p, index=False))
-    meta = {"key": key, "index": index, "rows": len(out), "host": os.uname().nodename, "pid": os.getpid(),
+    rows = sorted(positions)
+    with tempfile.TemporaryDirectory(dir=table.parent, prefix=f".{index}.work-") as work:
+        try:
+            take_rows(records, rows, Path(work) / "records.parquet")
+        except ValueError as err:
+            raise ValueError(f"shard {index}: {err}") from None
+        with open_rating_cache(cfg) as cache:
+            report = score_file(Path(work) / "records.parquet", Path(work) / "scored.parquet", cfg, cache, progress)
+        map_chunks(Path(work) / "scored.parquet", table, lambda c, chunk: chunk.assign(
+            **{ROW: rows[c * CHUNK_RECORDS:c * CHUNK_RECORDS + len(chunk)]}), CHUNK_RECORDS)
+    meta = {"key": key, "index": index, "rows": len(rows), "host": os.uname().nodename, "pid": os.getpid(),
             "weights": report.weights,
             "raters": [{"key": r.key, "n_params": r.n_params, "cache_hits": r.cache_hits, "computed": r.computed,
-                        "tokens": r.tokens, "seconds": round(r.seconds, 3),
-                        "truncated": int(r.truncated.any(axis=1).sum())} for r in report.raters]}
+                        "tokens": r.tokens, "seconds": round(r.seconds, 3), "truncated": r.truncated}
+                       for r in report.raters]}
     _atomic_write(marker, lambda p: p.write_text(json.dumps(meta, indent=2)))
     return {**meta, "skipped": False}
 
 
-def merge_shards(shard_dir: str | Path, results: Sequence[dict[str, Any]], n_records: int,
-                 cfg: SelectITConfig) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Concatenate shard tables in input order and recompute ``selectit_score`` with global weights.
+def merge_shards(shard_dir: str | Path, results: Sequence[dict[str, Any]], n_records: int, cfg: SelectITConfig,
+                 out: str | Path, rows: int = 8192) -> dict[str, float]:
+    """Merge the shard tables into ``out`` in input order, ``selectit_score`` recomputed with global weights, and
+    return score_stage-style metrics; per-rater ``computed``/``seconds`` count only the shards run now (skipped
+    shards did no model work). Each shard is sorted by input row, so a k-way merge by row range, ``rows`` at a time,
+    holds one window of rows whatever the number of records."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    Returns the scored table (the columns of ``score_selectit``) and score_stage-style metrics; per-rater
-    ``computed``/``seconds`` count only the shards run now (skipped shards did no model work).
-    """
     results = sorted(results, key=lambda r: r["index"])
-    parts = [pd.read_parquet(paths(shard_dir, r["index"])[0]) for r in results]
-    table = pd.concat(parts, ignore_index=True).sort_values(ROW, kind="stable")
-    if table[ROW].tolist() != list(range(n_records)):
-        raise RuntimeError(f"shards under {shard_dir} cover {table[ROW].nunique()} distinct rows of {n_records} "
-                           f"({len(table)} in all): the shard plan and the input disagree")
-    table = table.drop(columns=ROW).reset_index(drop=True)
     keys = [r["key"] for r in results[0]["raters"]]
     counts = {tuple(r["n_params"] for r in res["raters"]) for res in results}
     if len(counts) != 1 or any([r["key"] for r in res["raters"]] != keys for res in results):
         raise RuntimeError(f"shards under {shard_dir} were scored by different raters: {sorted(counts)}")
     weights = list(cfg.weights) if cfg.weights is not None else [float(n) for n in counts.pop()]
-    sentence = np.stack([table[f"selectit_sentence.{k}"].to_numpy(dtype=np.float64) for k in keys])
-    table["selectit_score"] = model_scores(sentence, weights)
-    m: dict[str, float] = {"records": float(len(table))}
+    sources = [_Rows(paths(shard_dir, r["index"])[0], rows) for r in results]
+    out = Path(out)
+    tmp, writer, done = out.with_name(f".{out.name}.tmp-{os.getpid()}"), None, 0
+    try:
+        while done < n_records or any(src.pending() for src in sources):
+            window = pa.concat_tables([src.below(done + rows) for src in sources],
+                                      promote_options="permissive").sort_by(ROW)
+            got = window[ROW].to_numpy()
+            if len(got) != min(rows, n_records - done) or not np.array_equal(got, np.arange(done, done + len(got))):
+                raise RuntimeError(f"shards under {shard_dir} do not cover rows {done}..{min(done + rows, n_records)}"
+                                   f" of {n_records} exactly once (got {len(got)} rows): the shard plan and the input"
+                                   " disagree")
+            window = window.drop_columns([ROW])
+            sentence = np.stack([window[f"selectit_sentence.{k}"].to_numpy().astype(np.float64) for k in keys])
+            window = window.set_column(window.column_names.index("selectit_score"), "selectit_score",
+                                       pa.array(model_scores(sentence, weights)))
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, window.schema)
+            writer.write_table(window.cast(writer.schema))
+            done += len(got)
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        raise RuntimeError(f"no records to merge under {shard_dir}")
+    tmp.replace(out)
+    return _merge_metrics(results, keys, weights, n_records)
+
+
+class _Rows:
+    """A shard table read in order of input row: :meth:`below` hands out the rows before a bound."""
+
+    def __init__(self, path: Path, rows: int) -> None:
+        import pyarrow.parquet as pq
+
+        self.batches: Iterator[Any] = pq.ParquetFile(path).iter_batches(batch_size=rows)
+        self.buffer: Any = None
+        self.empty = pq.read_schema(path).empty_table()
+
+    def pending(self) -> bool:
+        if self.buffer is None or len(self.buffer) == 0:
+            self.buffer = self._next()
+        return self.buffer is not None and len(self.buffer) > 0
+
+    def below(self, bound: int) -> Any:
+        import pyarrow as pa
+
+        parts = []
+        while self.pending():
+            rows = self.buffer[ROW].to_numpy()
+            k = int(np.searchsorted(rows, bound))
+            parts.append(self.buffer.slice(0, k))
+            self.buffer = self.buffer.slice(k)
+            if len(self.buffer):
+                break
+        return pa.concat_tables(parts) if parts else self.empty
+
+    def _next(self) -> Any:
+        import pyarrow as pa
+
+        batch = next(self.batches, None)
+        return None if batch is None else pa.Table.from_batches([batch])
+
+
+def _merge_metrics(results: Sequence[dict[str, Any]], keys: list[str], weights: list[float],
+                   n_records: int) -> dict[str, float]:
+    m: dict[str, float] = {"records": float(n_records)}
     for j, k in enumerate(keys):
         ran = [res["raters"][j] for res in results if not res["skipped"]]
         seconds = sum(r["seconds"] for r in ran)
@@ -146,4 +223,4 @@ def merge_shards(shard_dir: str | Path, results: Sequence[dict[str, Any]], n_rec
     m["ratings_computed"] = sum(m[f"{k}.computed"] for k in keys)
     m["shards_total"] = len(results)
     m["shards_skipped"] = sum(1 for r in results if r["skipped"])
-    return table, m
+    return m
