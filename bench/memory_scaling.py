@@ -1,13 +1,15 @@
-"""Peak memory and wall time of ``selectune data validate``, ``selectune score selectit`` and ``selectune select``
-as the input grows: synthetic Alpaca-style JSON Lines and Parquet files of 10k, 100k and 1M records (~560 bytes
-each, like Alpaca's; 1% exact duplicates), each command in a fresh process whose peak RSS is read from the kernel
-(its ``VmHWM``). Scoring uses a tiny random Llama (2 layers, hidden 32, a 400-token byte-level BPE vocabulary; built
-here, nothing downloaded), one rating prompt, rating texts cut to 64 tokens (``--max-tokens 64``: the run takes
-minutes, not hours) and a fresh rating cache, from the JSON Lines file: memory is about the records, not the model.
+"""Peak memory and wall time of ``selectune data validate``, ``selectune score selectit`` and ``selectune select`` as
+the input grows: synthetic Alpaca-style JSON Lines, Parquet, JSON array and CSV files of 10k, 100k and 1M records
+(~560 bytes each, like Alpaca's; 1% exact duplicates), each command in a fresh process whose peak RSS is read from
+the kernel (its ``VmHWM``). Scoring uses a tiny random Llama (2 layers, hidden 32, a 400-token byte-level BPE
+vocabulary; built here, nothing downloaded), one rating prompt, rating texts cut to 64 tokens (``--max-tokens 64``:
+the run takes minutes, not hours) and a fresh rating cache, from the JSON Lines file: memory is about the records,
+not the model.
+
 Selection reads a synthetic scored Parquet file (the same texts, unique ids, a category, a score with 0.5% missing)
 and keeps the top 20% with a length bound and a category quota.
 
-    .venv/bin/python bench/memory_scaling.py [--sizes 10000,100000,1000000] [--formats jsonl,parquet]
+    .venv/bin/python bench/memory_scaling.py [--sizes 10000,100000,1000000] [--formats jsonl,parquet,json,csv]
                                              [--stages validate,score,select] [--json F]
 
 Goal (issue 17): peak RSS of ``data validate`` under 400 MB at 1M records, and under 2x growth from 100k to 1M for
@@ -48,6 +50,22 @@ def write(path: Path, n: int, fmt: str) -> Path:
         with open(path, "w", encoding="utf-8") as fh:
             for r in records(n):
                 fh.write(json.dumps(r) + "\n")
+        return path
+    if fmt == "json":  # an Alpaca-style JSON array, indented as alpaca_data.json is
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write("[")
+            for i, r in enumerate(records(n)):
+                lines = json.dumps(r, indent=2).split("\n")
+                fh.write(("\n" if i == 0 else ",\n") + "\n".join("  " + ln for ln in lines))
+            fh.write("\n]\n")
+        return path
+    if fmt == "csv":
+        import csv
+
+        with open(path, "w", encoding="utf-8", newline="") as fh:
+            w = csv.DictWriter(fh, ["instruction", "input", "output"])
+            w.writeheader()
+            w.writerows(records(n))
         return path
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -117,7 +135,7 @@ def tiny_model(folder: Path) -> str:
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="10000,100000,1000000")
-    ap.add_argument("--formats", default="jsonl,parquet")
+    ap.add_argument("--formats", default="jsonl,parquet,json,csv")
     ap.add_argument("--stages", default="validate,score,select")
     ap.add_argument("--json", default=None, help="write the figures here")
     args = ap.parse_args(argv)

@@ -132,78 +132,155 @@ def _iter_jsonl_file(path: Path, file: str) -> Iterator[Row]:
         raise DataValidationError(file, "empty file (no records)")
 
 
-def _iter_json_array(text: str, file: str) -> Iterator[Row]:
-    decoder = json.JSONDecoder()
-    pos, line, counted, index = text.index("[") + 1, 1, 0, 0
-    while True:
-        pos = _JSON_WS.match(text, pos).end()
-        if pos >= len(text):
-            reason = "invalid JSON: unterminated array (missing ']')"
-            raise DataValidationError(file, reason, line=text.count("\n") + 1)
-        if text[pos] == "]" and index == 0:
-            break
-        line += text.count("\n", counted, pos)
-        counted, index = pos, index + 1
+class _Text:
+    """A UTF-8 file decoded ``block`` bytes at a time into a window of text. The consumed part of the window is
+    dropped, with the lines and the columns of the current line it held counted, so that positions stay exact and
+    memory holds about one block."""
+
+    def __init__(self, fh: Any, file: str, block: int) -> None:
+        import codecs
+
+        self.fh, self.file, self.block = fh, file, block
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.text, self.lines_before, self.cols_before, self.eof = "", 0, 0, False
+        if fh.read(3) != b"\xef\xbb\xbf":  # a byte order mark is not text
+            fh.seek(0)
+
+    def more(self) -> bool:
+        """Append the next block to the window; False at the end of the file."""
+        if self.eof:
+            return False
+        data = self.fh.read(self.block)
         try:
-            value, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            reason = f"invalid JSON: {e.msg} (column {e.colno})"
-            raise DataValidationError(file, reason, row=index, line=e.lineno) from None
-        yield Row(row=index, line=line, value=value, raw=text[pos : min(end, pos + RAW_LIMIT)])
-        pos = _JSON_WS.match(text, end).end()
-        if pos < len(text) and text[pos] == "]":
-            break
-        if pos >= len(text) or text[pos] != ",":
-            reason = "invalid JSON: expected ',' or ']' after an array element"
-            raise DataValidationError(file, reason, row=index, line=text.count("\n", 0, pos) + 1)
-        pos += 1
-    tail = text[pos + 1 :]
-    if tail.strip():
-        extra_line = text.count("\n", 0, pos + 1 + len(tail) - len(tail.lstrip())) + 1
-        raise DataValidationError(file, "invalid JSON: extra data after the top-level array", line=extra_line)
+            self.text += self.decoder.decode(data, final=not data)
+        except UnicodeDecodeError as e:  # e.object: the bytes held back from the last block, then these
+            line = self.lines_before + self.text.count("\n") + e.object.count(b"\n", 0, e.start) + 1
+            reason = f"invalid UTF-8 byte 0x{e.object[e.start]:02x}: not UTF-8 text"
+            raise DataValidationError(self.file, reason, line=line) from None
+        self.eof = not data
+        return bool(data)
+
+    def skip_ws(self, pos: int) -> int:
+        """The position of the next non-whitespace character (len(text) at the end of the file)."""
+        pos = _JSON_WS.match(self.text, pos).end()
+        while pos >= len(self.text) and self.more():
+            pos = _JSON_WS.match(self.text, pos).end()
+        return pos
+
+    def line(self, pos: int) -> int:
+        return self.lines_before + self.text.count("\n", 0, pos) + 1
+
+    def column(self, lineno: int, colno: int) -> int:
+        """The column in the file of a column ``colno`` on line ``lineno`` of the window."""
+        return colno + (self.cols_before if lineno == 1 else 0)
+
+    def drop(self, pos: int) -> int:
+        """Forget the text before ``pos`` once it is longer than a block; returns ``pos`` in the window."""
+        if pos <= self.block:
+            return pos
+        last = self.text.rfind("\n", 0, pos)
+        self.cols_before = pos - last - 1 if last >= 0 else self.cols_before + pos
+        self.lines_before += self.text.count("\n", 0, pos)
+        self.text = self.text[pos:]
+        return 0
+
+
+def _iter_json_array(path: Path, file: str, block: int = 1 << 20) -> Iterator[Row]:
+    """The elements of a top-level JSON array, parsed one at a time from a window of the file: memory holds about
+    one block (and the largest element), whatever the file's size."""
+    decoder = json.JSONDecoder()
+    with open(path, "rb") as fh:
+        t = _Text(fh, file, block)
+        pos, index = t.skip_ws(0) + 1, 0  # past the "["
+        while True:
+            pos = t.skip_ws(pos)
+            if pos >= len(t.text):
+                raise DataValidationError(file, "invalid JSON: unterminated array (missing ']')", line=t.line(pos))
+            if t.text[pos] == "]" and index == 0:
+                break
+            index += 1
+            while True:
+                try:
+                    value, end = decoder.raw_decode(t.text, pos)
+                except json.JSONDecodeError as e:
+                    if t.more():  # perhaps the element goes on in the next block
+                        continue
+                    reason = f"invalid JSON: {e.msg} (column {t.column(e.lineno, e.colno)})"
+                    raise DataValidationError(file, reason, row=index, line=t.lines_before + e.lineno) from None
+                if end < len(t.text) or not t.more():  # a number at the window's end may go on
+                    break
+            yield Row(row=index, line=t.line(pos), value=value, raw=t.text[pos:min(end, pos + RAW_LIMIT)])
+            end = t.drop(end)
+            pos = t.skip_ws(end)
+            if pos < len(t.text) and t.text[pos] == "]":
+                break
+            if pos >= len(t.text) or t.text[pos] != ",":
+                reason = "invalid JSON: expected ',' or ']' after an array element"
+                raise DataValidationError(file, reason, row=index, line=t.line(pos))
+            pos += 1
+        pos = t.skip_ws(pos + 1)
+        if pos < len(t.text):
+            raise DataValidationError(file, "invalid JSON: extra data after the top-level array", line=t.line(pos))
     if index == 0:
         raise DataValidationError(file, "empty file: the JSON array contains no records")
 
 
-def _json_array_text(data: bytes, file: str) -> str | None:
-    """Decoded text when a .json file holds a top-level array; None when it is really JSON Lines."""
-    text = _decode(data, file)
-    stripped = text.strip(" \t\r\n")
-    if stripped.startswith("["):
-        return text
-    if "\n" in stripped:  # multi-line but not an array: JSONL, unless it is one big value
+def _starts_array(path: Path) -> bool:
+    """Whether the file's first non-whitespace character (after a BOM) is ``[``."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+        while head and not head.lstrip(b"\xef\xbb\xbf \t\r\n"):
+            head = fh.read(1 << 16)
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
+
+
+def _check_json_lines(data: bytes, file: str) -> None:
+    """A .json file that is not an array is read as JSON Lines; one value over several lines is an error."""
+    stripped = _decode(data, file).strip(" \t\r\n")
+    if "\n" in stripped:
         try:
-            value = json.loads(text)
+            value = json.loads(stripped)
         except json.JSONDecodeError:
-            return None
-        reason = f"expected a JSON array of records, got a top-level {type_name(value)}"
-        raise DataValidationError(file, reason)
-    return None
+            return
+        raise DataValidationError(file, f"expected a JSON array of records, got a top-level {type_name(value)}")
 
 
-def _iter_csv(data: bytes, file: str) -> Iterator[Row]:
-    parts = _decode(data, file).split("\n")
-    lines = [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
-    reader = csv.reader(iter(lines))
+def _iter_csv(path: Path, file: str) -> Iterator[Row]:
+    """CSV rows read one line at a time (a quoted field may span lines): memory stays flat whatever the file's
+    size. Each row keeps its raw text and the line it starts on."""
+    buffer: list[str] = []
+
+    def lines(fh: Any) -> Iterator[str]:
+        for i, raw in enumerate(fh):
+            if i == 0 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            buffer.append(_decode(raw, file, line_offset=i))
+            yield buffer[-1]
+
     header: list[str] | None = None
     index, last = 0, 0
-    try:
-        for cells in reader:
-            start, last = last + 1, reader.line_num
-            if not cells or (len(cells) == 1 and not cells[0].strip()):
-                continue
-            if header is None:
-                header = cells
-                continue
-            index += 1
-            row = Row(row=index, line=start, raw="".join(lines[start - 1 : last]).rstrip("\r\n"))
-            if len(cells) != len(header):
-                row.error = RowError(None, f"row has {len(cells)} fields but the header has {len(header)}")
-            else:
-                row.value = dict(zip(header, cells, strict=True))
-            yield row
-    except csv.Error as e:
-        raise DataValidationError(file, f"malformed CSV: {e}", line=reader.line_num) from None
+    with open(path, "rb") as fh:
+        reader = csv.reader(lines(fh))
+        try:
+            for cells in reader:
+                start, last, raw = last + 1, reader.line_num, "".join(buffer).rstrip("\r\n")
+                buffer.clear()
+                if not cells or (len(cells) == 1 and not cells[0].strip()):
+                    continue
+                if header is None:
+                    header = cells
+                    continue
+                index += 1
+                row = Row(row=index, line=start, raw=raw)
+                if len(cells) != len(header):
+                    row.error = RowError(None, f"row has {len(cells)} fields but the header has {len(header)}")
+                else:
+                    row.value = dict(zip(header, cells, strict=True))
+                yield row
+        except csv.Error as e:
+            raise DataValidationError(file, f"malformed CSV: {e}", line=reader.line_num) from None
+    if header is None:
+        raise DataValidationError(file, "empty file (no records)")
     if index == 0:
         raise DataValidationError(file, "empty file: no data rows after the CSV header")
 
@@ -323,13 +400,13 @@ def iter_rows(kind: str, target: str, file: str, split: str) -> tuple[str, Itera
     if kind == "jsonl":
         return "jsonl", _iter_jsonl_file(path, file)
     if kind == "json":
+        if _starts_array(path):
+            return "alpaca-json", _iter_json_array(path, file)
         data = _read_bytes(path, file)
-        text = _json_array_text(data, file)
-        if text is None:
-            return "jsonl", _iter_jsonl(data, file)
-        return "alpaca-json", _iter_json_array(text, file)
+        _check_json_lines(data, file)
+        return "jsonl", _iter_jsonl(data, file)
     if kind == "csv":
-        return kind, _iter_csv(_read_bytes(path, file), file)
+        return kind, _iter_csv(path, file)
     if kind == "parquet":
         return kind, _iter_parquet(path, file)
     if kind == "hf-disk":
