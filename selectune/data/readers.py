@@ -143,6 +143,7 @@ class _Text:
         self.fh, self.file, self.block = fh, file, block
         self.decoder = codecs.getincrementaldecoder("utf-8")()
         self.text, self.lines_before, self.cols_before, self.eof = "", 0, 0, False
+        self.mark, self.mark_line = 0, 1  # a position in the window and its line
         if fh.read(3) != b"\xef\xbb\xbf":  # a byte order mark is not text
             fh.seek(0)
 
@@ -168,7 +169,12 @@ class _Text:
         return pos
 
     def line(self, pos: int) -> int:
-        return self.lines_before + self.text.count("\n", 0, pos) + 1
+        """The line of ``pos``, counted on from the last position asked about (the window is never rescanned)."""
+        if pos < self.mark:
+            self.mark, self.mark_line = 0, self.lines_before + 1
+        self.mark_line += self.text.count("\n", self.mark, pos)
+        self.mark = pos
+        return self.mark_line
 
     def column(self, lineno: int, colno: int) -> int:
         """The column in the file of a column ``colno`` on line ``lineno`` of the window."""
@@ -180,8 +186,8 @@ class _Text:
             return pos
         last = self.text.rfind("\n", 0, pos)
         self.cols_before = pos - last - 1 if last >= 0 else self.cols_before + pos
-        self.lines_before += self.text.count("\n", 0, pos)
-        self.text = self.text[pos:]
+        line = self.line(pos)
+        self.text, self.lines_before, self.mark = self.text[pos:], line - 1, 0
         return 0
 
 
