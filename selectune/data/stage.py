@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from selectune.core.digests import file_digest
 from selectune.data.config import DataConfig
 from selectune.data.records import write_duplicates, write_rejections
@@ -31,8 +29,8 @@ def load_stage(cfg: DataConfig, run_dir: str | Path, parent_run_id: str | None =
         rejected = write_rejections(scan.rejected, out / "rejected.jsonl") if scan.rejected else None
         duplicates = write_duplicates(scan.duplicates, out / "duplicates.jsonl") if scan.duplicates else None
         n_out = min(scan.valid, cfg.limit) if cfg.limit else scan.valid
-        if parent_run_id:  # MLflow's dataset record profiles the table: read back for it
-            runs.log_dataset(pd.read_parquet(records), cfg.input, "records", "input")
+        if parent_run_id:
+            runs.log_dataset_file(records, cfg.input, "records", "input")
         return LoadOutputs(records, rejected, duplicates), {"rows_read": scan.rows_read, "records_out": n_out,
                                                             "rejected": len(scan.rejected),
                                                             "duplicates": len(scan.duplicates)}

@@ -127,7 +127,7 @@ def log_selection(res: SelectionResult, cfg: SelectionConfig, selected_path: str
     import mlflow
 
     t, sel = res.table, res.selected
-    runs.log_dataset(pd.read_parquet(selected_path), selected_path, "selected", "training")
+    runs.log_dataset_file(selected_path, selected_path, "selected", "training")
     cols = ["id", "rank", "selection_score", "selected", "decision", "decision_reason"]
     mlflow.log_table(t[cols], "selection.json")
     name, col = _score_name(cfg), "selection_score"

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from selectune.core import metrics, plots
 from selectune.core.digests import file_digest
 from selectune.selectit.config import SelectITConfig
@@ -61,25 +59,29 @@ def score_stage(cfg: SelectITConfig, records: str | Path, run_dir: str | Path, p
         m["records_in"] = len(scores)
         if (auroc := metrics.label_auroc(scores, "selectit_score")) is not None:
             m["auroc.selectit_score"] = round(auroc, 4)
-        if parent_run_id:  # MLflow's dataset record profiles the table: read back for it
-            table = pd.read_parquet(path)
+        if parent_run_id:
             from selectune.selectit.rater import rating_prompts
             from selectune.tracking.prompts import log_prompts
 
-            log_scores(table, path)
+            log_scores(path)
             log_prompts({"selectit-rating": "".join(p if p.endswith("\n") else p + "\n" for p in rating_prompts(cfg))})
         return ScoreOutputs(path, shards), m
 
     return run_stage(stage, run_dir, cfg, inputs, body, ScoreOutputs, parent_run_id, extra_params)
 
 
-def log_scores(table: pd.DataFrame, path: Path) -> None:
-    """Into the active MLflow run: the scored dataset, the score histogram and the per-record score table."""
+def log_scores(path: Path) -> None:
+    """Into the active MLflow run: the scored dataset, the score histogram and the per-record score table (the
+    scored file is read by those columns, never whole)."""
     import mlflow
+    import pyarrow.parquet as pq
 
-    runs.log_dataset(table, path, "scored", "scored", ["id", "selectit_score"])
+    from selectune.data.stream import read_columns
+
+    runs.log_dataset_file(path, str(path), "scored", "scored", ["id", "selectit_score"])
+    cols = ["id", "selectit_score", "selectit_base_rating"] + [c for c in pq.read_schema(path).names
+                                                                if c.startswith("selectit_sentence.")]
+    table = read_columns(path, [*cols, "label"])
     runs.log_figure(plots.score_histogram(table["selectit_score"], None, "SelectIT scores",
                                               labels=table.get("label")), "selectit_hist.png")
-    cols = ["id", "selectit_score", "selectit_base_rating"] + [c for c in table.columns
-                                                                if c.startswith("selectit_sentence.")]
     mlflow.log_table(table[cols], "selectit_scores.json")

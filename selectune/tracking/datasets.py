@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -40,6 +41,17 @@ def find(digest: str, experiment: str | None = None) -> str | None:
 
 def store(df: pd.DataFrame, digest: str) -> str:
     """Store ``df`` as version ``digest`` unless it exists; returns its artifact URI."""
+    return _store(digest, len(df), lambda path: df.to_parquet(path, index=False))  # as the stages write tables
+
+
+def store_file(path: str | Path, digest: str) -> str:
+    """Store the Parquet file ``path`` as version ``digest`` unless it exists (copied, never read into memory)."""
+    import pyarrow.parquet as pq
+
+    return _store(digest, pq.ParquetFile(path).metadata.num_rows, lambda dst: shutil.copyfile(path, dst))
+
+
+def _store(digest: str, rows: int, write: Any) -> str:
     from selectune.tracking.runs import _store_lock, experiment_id, tracking_uri
 
     exp = experiment_id(EXPERIMENT)
@@ -47,11 +59,10 @@ def store(df: pd.DataFrame, digest: str) -> str:
         if uri := find(digest, exp):
             return uri
         client = _client()
-        run = client.create_run(exp, tags={TAG: digest, "rows": str(len(df))},
-                                run_name=f"dataset-{digest}")
+        run = client.create_run(exp, tags={TAG: digest, "rows": str(rows)}, run_name=f"dataset-{digest}")
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"{digest}.parquet"
-            df.to_parquet(path, index=False)  # as the stages write their tables
+            write(path)
             client.log_artifact(run.info.run_id, str(path), "data")
         client.set_terminated(run.info.run_id)
     return f"{run.info.artifact_uri.rstrip('/')}/data/{digest}.parquet"

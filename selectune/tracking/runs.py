@@ -82,14 +82,45 @@ def log_dataset(df: pd.DataFrame, source: str, name: str, context: str, digest_c
     dataset source (not behind an ``mlflow-artifacts:`` proxy), its ``source`` point there; ``source`` is kept as
     the tag ``origin``. ``digest`` overrides the content digest (a stage's own identity of the table). Returns the
     digest."""
-    import mlflow
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.exceptions import MlflowException
-
     from selectune.tracking import datasets
 
     d = digest or table_digest(df, digest_columns)
     stored = datasets.store(df, d)
+    _log_input(df, len(df), stored, source, name, context, d)
+    return d
+
+
+def log_dataset_file(path: str | Path, source: str, name: str, context: str,
+                     digest_columns: list[str] | None = None) -> str:
+    """:func:`log_dataset` of a Parquet file without reading it whole: the digest is computed chunk by chunk, the
+    file is stored as it is, and MLflow's schema comes from its first rows (its profile counts every row). Returns
+    the digest, the same as :func:`log_dataset` gives for the file's table."""
+    import pyarrow.parquet as pq
+
+    from selectune.core.digests import file_table_digest
+    from selectune.data.stream import iter_frames
+    from selectune.tracking import datasets
+
+    d = file_table_digest(path, digest_columns)
+    stored = datasets.store_file(path, d)
+    head = next(iter_frames(path, 1000), None)
+    head = pd.read_parquet(path) if head is None else head
+    _log_input(head, pq.ParquetFile(path).metadata.num_rows, stored, source, name, context, d)
+    return d
+
+
+def _log_input(sample: pd.DataFrame, rows: int, stored: str, source: str, name: str, context: str,
+               digest: str) -> None:
+    """mlflow.log_input of a table of ``rows`` rows whose schema ``sample`` shows, with the dataset tags."""
+    import json
+
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
     with warnings.catch_warnings():  # MLflow's notes on ambiguous local sources and integer columns
         warnings.simplefilter("ignore", UserWarning)
         try:
@@ -98,10 +129,14 @@ def log_dataset(df: pd.DataFrame, source: str, name: str, context: str, digest_c
             stored_source = str(source)
         else:
             stored_source = stored
-        ds = mlflow.data.from_pandas(df[scalar_columns(df)], source=stored_source, name=name, digest=d)
-        mlflow.log_input(ds, context=context, tags={"rows": str(len(df)), "origin": str(source)[:5000],
-                                                    "stored": stored})
-    return d
+        cols = scalar_columns(sample)
+        entity = mlflow.data.from_pandas(sample[cols], source=stored_source, name=name, digest=digest)\
+            ._to_mlflow_entity()
+    profile = json.dumps({"num_rows": rows, "num_elements": rows * len(cols)})
+    entity = Dataset(entity.name, entity.digest, entity.source_type, entity.source, entity.schema, profile)
+    tags = {"rows": str(rows), "origin": str(source)[:5000], "stored": stored, MLFLOW_DATASET_CONTEXT: context}
+    run = mlflow.active_run() or mlflow.start_run()
+    MlflowClient().log_inputs(run.info.run_id, [DatasetInput(entity, [InputTag(k, v) for k, v in tags.items()])])
 
 
 def log_figure(fig: Any, artifact_file: str) -> None:

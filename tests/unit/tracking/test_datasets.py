@@ -76,3 +76,32 @@ def test_dataset_of_a_model_version_and_the_command(mlflow_store: str, records: 
     assert r.exit_code == 2 and "records no training dataset" in r.output
     r = run(app, ["data", "get", "-o", str(tmp_path / "w.parquet")])
     assert r.exit_code == 2 and "DIGEST or --model" in r.output
+
+
+def test_a_file_is_logged_as_its_table_is_without_reading_it_whole(mlflow_store: str, records: pd.DataFrame,
+                                                                   tmp_path: Path) -> None:
+    import mlflow
+
+    from selectune.core.digests import file_table_digest
+
+    table = records.assign(score=range(len(records)), probs=[[0.1, 0.9]] * len(records))
+    path = tmp_path / "scored.parquet"
+    table.to_parquet(path, index=False)
+    for rows in (1, 7, 1000):
+        assert file_table_digest(path, ["id", "score"], rows) == table_digest(table, ["id", "score"])
+    assert file_table_digest(path, rows=3) == table_digest(table)
+    runs.setup("t")
+    with mlflow.start_run() as run:
+        whole = runs.log_dataset(table, str(path), "whole", "scored", ["id", "score"])
+    with mlflow.start_run() as run2:
+        streamed = runs.log_dataset_file(path, str(path), "whole", "scored", ["id", "score"])
+    assert streamed == whole and stored_versions() == 1  # the same version: the file is not stored twice
+    a, b = (mlflow.get_run(r.info.run_id).inputs.dataset_inputs[0] for r in (run, run2))
+    assert (a.dataset.digest, a.dataset.schema, a.dataset.profile, a.dataset.source) == \
+           (b.dataset.digest, b.dataset.schema, b.dataset.profile, b.dataset.source)
+    assert json.loads(b.dataset.profile) == {"num_rows": len(table), "num_elements": len(table) * 6}  # no list column
+    assert {t.key: t.value for t in a.tags} == {t.key: t.value for t in b.tags}
+    assert {t.key: t.value for t in b.tags}["mlflow.data.context"] == "scored"
+    with mlflow.start_run():  # a new version: the file itself is stored, and restored as it was
+        digest = runs.log_dataset_file(path, str(path), "scores", "scored", ["score"])
+    pd.testing.assert_frame_equal(pd.read_parquet(datasets.get(digest, tmp_path / "back.parquet")), table)
