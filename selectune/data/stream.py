@@ -133,6 +133,45 @@ def read_columns(path: str | Path, columns: list[str]) -> Any:
     return pd.read_parquet(path, columns=[c for c in columns if c in names])
 
 
+class ParquetOut:
+    """A Parquet file written a table at a time, in place only when the ``with`` block ends cleanly (atomic). The
+    schema is ``schema``, else the first table's (``first_schema`` may derive it from that table); later tables are
+    cast to it. ``rows``: how many were written."""
+
+    def __init__(self, dst: str | Path, schema: Any = None, first_schema: Callable[[Any], Any] | None = None) -> None:
+        self.dst, self.schema, self.first_schema = Path(dst), schema, first_schema
+        self.dst.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.dst.with_name(f".{self.dst.name}.tmp-{os.getpid()}")
+        self.writer: Any = None
+        self.rows = 0
+
+    def write(self, table: Any) -> None:
+        import pyarrow.parquet as pq
+
+        if self.writer is None:
+            schema = self.schema or (self.first_schema(table) if self.first_schema else table.schema)
+            self.writer = pq.ParquetWriter(self.tmp, schema)
+        self.writer.write_table(table.cast(self.writer.schema))
+        self.rows += len(table)
+
+    def __enter__(self) -> ParquetOut:
+        if self.schema is not None:
+            import pyarrow.parquet as pq
+
+            self.writer = pq.ParquetWriter(self.tmp, self.schema)
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if exc_type is not None or self.writer is None:
+            self.tmp.unlink(missing_ok=True)
+            if exc_type is None:
+                raise ValueError(f"nothing to write to {self.dst}")
+            return
+        self.tmp.replace(self.dst)
+
+
 def map_chunks(src: str | Path, dst: str | Path, fn: Callable[[int, Any], Any], rows: int = CHUNK_ROWS) -> int:
     """Write ``fn(i, chunk)`` for every chunk of the Parquet file ``src`` (DataFrames of at most ``rows`` rows) to
     ``dst``, atomically. Columns of ``src`` keep its types (a chunk where a field is all null does not retype it);
@@ -140,26 +179,20 @@ def map_chunks(src: str | Path, dst: str | Path, fn: Callable[[int, Any], Any], 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
     base = pq.read_schema(src).remove_metadata()
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    writer, n = None, 0
+
+    def schema(table: Any) -> Any:
+        return pa.schema([base.field(c) if c in base.names else table.schema.field(c) for c in table.column_names])
+
     try:
-        for i, chunk in enumerate(iter_frames(src, rows)):
-            table = pa.Table.from_pandas(fn(i, chunk), preserve_index=False).replace_schema_metadata(None)
-            if writer is None:
-                schema = [base.field(c) if c in base.names else table.schema.field(c) for c in table.column_names]
-                writer = pq.ParquetWriter(tmp, pa.schema(schema))
-            writer.write_table(table.cast(writer.schema))
-            n += len(table)
-    finally:
-        if writer is not None:
-            writer.close()
-    if writer is None:
-        raise ValueError(f"{src} holds no records")
-    tmp.replace(dst)
-    return n
+        with ParquetOut(dst, first_schema=schema) as out:
+            for i, chunk in enumerate(iter_frames(src, rows)):
+                out.write(pa.Table.from_pandas(fn(i, chunk), preserve_index=False).replace_schema_metadata(None))
+    except ValueError as err:
+        if str(err).startswith("nothing to write"):
+            raise ValueError(f"{src} holds no records") from None
+        raise
+    return out.rows
 
 
 def take_rows(src: str | Path, positions: Any, dst: str | Path, rows: int = CHUNK_ROWS) -> int:
@@ -175,13 +208,11 @@ def take_rows(src: str | Path, positions: Any, dst: str | Path, rows: int = CHUN
         raise ValueError(f"row {int(pos.max() if pos.max() >= n else pos.min())} is outside {src} ({n} rows)")
     keep = np.zeros(n, dtype=bool)
     keep[pos] = True
-    dst = Path(dst)
-    tmp, start = dst.with_name(f".{dst.name}.tmp-{os.getpid()}"), 0
-    with pq.ParquetWriter(tmp, pf.schema_arrow) as writer:
+    start = 0
+    with ParquetOut(dst, pf.schema_arrow) as out:
         for batch in pf.iter_batches(batch_size=rows):
             mask = keep[start:start + batch.num_rows]
             start += batch.num_rows
             if mask.any():
-                writer.write_table(pa.Table.from_batches([batch]).filter(pa.array(mask)))
-    tmp.replace(dst)
-    return int(keep.sum())
+                out.write(pa.Table.from_batches([batch]).filter(pa.array(mask)))
+    return out.rows

@@ -134,7 +134,8 @@ def merge_shards(shard_dir: str | Path, results: Sequence[dict[str, Any]], n_rec
     shards did no model work). Each shard is sorted by input row, so a k-way merge by row range, ``rows`` at a time,
     holds one window of rows whatever the number of records."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
+
+    from selectune.data.stream import ParquetOut
 
     results = sorted(results, key=lambda r: r["index"])
     keys = [r["key"] for r in results[0]["raters"]]
@@ -143,9 +144,8 @@ def merge_shards(shard_dir: str | Path, results: Sequence[dict[str, Any]], n_rec
         raise RuntimeError(f"shards under {shard_dir} were scored by different raters: {sorted(counts)}")
     weights = list(cfg.weights) if cfg.weights is not None else [float(n) for n in counts.pop()]
     sources = [_Rows(paths(shard_dir, r["index"])[0], rows) for r in results]
-    out = Path(out)
-    tmp, writer, done = out.with_name(f".{out.name}.tmp-{os.getpid()}"), None, 0
-    try:
+    done = 0
+    with ParquetOut(out) as merged:
         while done < n_records or any(src.pending() for src in sources):
             window = pa.concat_tables([src.below(done + rows) for src in sources],
                                       promote_options="permissive").sort_by(ROW)
@@ -158,16 +158,8 @@ def merge_shards(shard_dir: str | Path, results: Sequence[dict[str, Any]], n_rec
             sentence = np.stack([window[f"selectit_sentence.{k}"].to_numpy().astype(np.float64) for k in keys])
             window = window.set_column(window.column_names.index("selectit_score"), "selectit_score",
                                        pa.array(model_scores(sentence, weights)))
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, window.schema)
-            writer.write_table(window.cast(writer.schema))
+            merged.write(window)
             done += len(got)
-    finally:
-        if writer is not None:
-            writer.close()
-    if writer is None:
-        raise RuntimeError(f"no records to merge under {shard_dir}")
-    tmp.replace(out)
     return _merge_metrics(results, keys, weights, n_records)
 
 
