@@ -40,13 +40,11 @@ def file_table_digest(path: str | Path, columns: list[str] | None = None, rows: 
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from selectune.data.stream import iter_frames
-
-    names = pq.read_schema(path).names
-    cols = [c for c in (columns or ["id"]) if c in names]
+    pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+    cols = [c for c in (columns or ["id"]) if c in pf.schema_arrow.names]
     if not cols:
         return table_digest(pd.read_parquet(path, columns=[]), columns)
     h = hashlib.sha256()
-    for chunk in iter_frames(path, rows, cols):
-        h.update(pd.util.hash_pandas_object(chunk[cols].astype(str), index=False).to_numpy().tobytes())
+    for batch in pf.iter_batches(batch_size=rows, columns=cols):
+        h.update(pd.util.hash_pandas_object(batch.to_pandas()[cols].astype(str), index=False).to_numpy().tobytes())
     return h.hexdigest()[:16]

@@ -98,14 +98,14 @@ def log_dataset_file(path: str | Path, source: str, name: str, context: str,
     import pyarrow.parquet as pq
 
     from selectune.core.digests import file_table_digest
-    from selectune.data.stream import iter_frames
     from selectune.tracking import datasets
 
     d = file_table_digest(path, digest_columns)
     stored = datasets.store_file(path, d)
-    head = next(iter_frames(path, 1000), None)
-    head = pd.read_parquet(path) if head is None else head
-    _log_input(head, pq.ParquetFile(path).metadata.num_rows, stored, source, name, context, d)
+    pf = pq.ParquetFile(path)
+    head = next(pf.iter_batches(batch_size=1000), None)
+    head = pd.read_parquet(path) if head is None else head.to_pandas()
+    _log_input(head, pf.metadata.num_rows, stored, source, name, context, d)
     return d
 
 
