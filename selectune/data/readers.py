@@ -231,13 +231,12 @@ def _iter_json_array(path: Path, file: str, block: int = 1 << 20) -> Iterator[Ro
         raise DataValidationError(file, "empty file: the JSON array contains no records")
 
 
-def _starts_array(path: Path) -> bool:
-    """Whether the file's first non-whitespace character (after a BOM) is ``[``."""
+def _starts_array(path: Path, file: str) -> bool:
+    """Whether the file's first character after a byte order mark and whitespace is ``[``."""
     with open(path, "rb") as fh:
-        head = fh.read(1 << 16)
-        while head and not head.lstrip(b"\xef\xbb\xbf \t\r\n"):
-            head = fh.read(1 << 16)
-    return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
+        t = _Text(fh, file, 1 << 16)
+        pos = t.skip_ws(0)
+        return t.text[pos:pos + 1] == "["
 
 
 def _check_json_lines(data: bytes, file: str) -> None:
@@ -406,7 +405,7 @@ def iter_rows(kind: str, target: str, file: str, split: str) -> tuple[str, Itera
     if kind == "jsonl":
         return "jsonl", _iter_jsonl_file(path, file)
     if kind == "json":
-        if _starts_array(path):
+        if _starts_array(path, file):
             return "alpaca-json", _iter_json_array(path, file)
         data = _read_bytes(path, file)
         _check_json_lines(data, file)

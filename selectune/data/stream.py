@@ -136,10 +136,13 @@ def read_columns(path: str | Path, columns: list[str]) -> Any:
 class ParquetOut:
     """A Parquet file written a table at a time, in place only when the ``with`` block ends cleanly (atomic). The
     schema is ``schema``, else the first table's (``first_schema`` may derive it from that table); later tables are
-    cast to it. ``rows``: how many were written."""
+    cast to it. ``rows``: how many were written. With no ``schema`` and no table written, the block raises
+    ``ValueError(empty)``."""
 
-    def __init__(self, dst: str | Path, schema: Any = None, first_schema: Callable[[Any], Any] | None = None) -> None:
+    def __init__(self, dst: str | Path, schema: Any = None, first_schema: Callable[[Any], Any] | None = None,
+                 empty: str | None = None) -> None:
         self.dst, self.schema, self.first_schema = Path(dst), schema, first_schema
+        self.empty = empty or f"nothing to write to {self.dst}"
         self.dst.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.dst.with_name(f".{self.dst.name}.tmp-{os.getpid()}")
         self.writer: Any = None
@@ -167,7 +170,7 @@ class ParquetOut:
         if exc_type is not None or self.writer is None:
             self.tmp.unlink(missing_ok=True)
             if exc_type is None:
-                raise ValueError(f"nothing to write to {self.dst}")
+                raise ValueError(self.empty)
             return
         self.tmp.replace(self.dst)
 
@@ -184,14 +187,9 @@ def map_chunks(src: str | Path, dst: str | Path, fn: Callable[[int, Any], Any], 
     def schema(table: Any) -> Any:
         return pa.schema([base.field(c) if c in base.names else table.schema.field(c) for c in table.column_names])
 
-    try:
-        with ParquetOut(dst, first_schema=schema) as out:
-            for i, chunk in enumerate(iter_frames(src, rows)):
-                out.write(pa.Table.from_pandas(fn(i, chunk), preserve_index=False).replace_schema_metadata(None))
-    except ValueError as err:
-        if str(err).startswith("nothing to write"):
-            raise ValueError(f"{src} holds no records") from None
-        raise
+    with ParquetOut(dst, first_schema=schema, empty=f"{src} holds no records") as out:
+        for i, chunk in enumerate(iter_frames(src, rows)):
+            out.write(pa.Table.from_pandas(fn(i, chunk), preserve_index=False).replace_schema_metadata(None))
     return out.rows
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from selectune.data.stream import CHUNK_ROWS
+from selectune.data.stream import CHUNK_ROWS, ParquetOut
 from selectune.selection.select import ADDED_COLS, ID_COL
 
 if TYPE_CHECKING:
@@ -141,14 +141,14 @@ def write_ranked(src: str | Path, table: pd.DataFrame, rows_of: np.ndarray, out:
         for w in writers.values():
             w.close()
         paths = SelectOutputs(out / "selection.parquet", out / "selected.parquet", out / "selected_alpaca.json")
-        with pq.ParquetWriter(paths.selection, schema) as all_rows, \
-                pq.ParquetWriter(paths.selected, schema) as chosen, AlpacaWriter(paths.alpaca) as alpaca:
+        with ParquetOut(paths.selection, schema) as all_rows, ParquetOut(paths.selected, schema) as chosen, \
+                AlpacaWriter(paths.alpaca) as alpaca:
             for b in sorted(writers):
                 with pa.OSFile(str(Path(tmp) / f"{b:06d}.arrow")) as source:
                     part = pa.ipc.open_stream(source).read_all().sort_by("rank")
-                all_rows.write_table(part)
+                all_rows.write(part)
                 picked = part.filter(part["selected"])
                 if len(picked):
-                    chosen.write_table(picked)
+                    chosen.write(picked)
                     alpaca.write(picked.select([c for c in FIELDS if c in schema.names]).to_pandas())
     return paths

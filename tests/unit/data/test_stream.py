@@ -55,3 +55,13 @@ def test_a_field_typed_differently_in_two_chunks_is_named(tmp_path: Path) -> Non
         write_records(_write(tmp_path / "d.jsonl", rows), tmp_path / "r.parquet", chunk_rows=3)
     assert err.value.field == "meta" and not (tmp_path / "r.parquet").exists()
     assert not list(tmp_path.glob(".r.parquet*")), "the part files are removed"
+
+
+def test_map_chunks_of_an_empty_file_is_an_error_and_writes_nothing(tmp_path: Path) -> None:
+    from selectune.data.stream import map_chunks
+
+    src = tmp_path / "empty.parquet"
+    pd.DataFrame({"id": pd.Series([], dtype=str)}).to_parquet(src)
+    with pytest.raises(ValueError, match="empty.parquet holds no records"):
+        map_chunks(src, tmp_path / "out.parquet", lambda i, chunk: chunk)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.parquet"]  # no output, no temporary file
