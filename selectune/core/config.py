@@ -105,19 +105,35 @@ class ModelOptions(Config):
 
 
 class VLLMOptions(Config):
-    """How a vLLM engine runs (``backend: vllm``): memory and parallelism, never the numbers it returns."""
+    """How a vLLM engine runs (``backend: vllm``): in this process, or a running server (``base_url``); memory,
+    parallelism and transport, never the numbers it returns."""
 
-    runtime: ClassVar[tuple[str, ...]] = ("gpu_memory_utilization", "max_num_seqs", "tensor_parallel_size")
+    runtime: ClassVar[tuple[str, ...]] = ("gpu_memory_utilization", "max_num_seqs", "tensor_parallel_size",
+                                          "top_logprobs", "base_url", "served_model", "api_key_env", "concurrency",
+                                          "prompts_per_request", "timeout_s")
 
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Fraction of each GPU's memory vLLM "
                                           "reserves (weights + KV cache)")
     max_num_seqs: int = Field(256, ge=1, description="Sequences vLLM runs at once")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs one model is split over")
+    top_logprobs: int = Field(20, ge=1, description="Log-probabilities returned per rating step (vLLM's "
+                              "max_logprobs, 20 by default, caps it); a rating token outside them is queried exactly")
+    base_url: str | None = Field(None, pattern=r"^https?://", description="A running vLLM server (vllm serve "
+                                 "MODEL), e.g. http://127.0.0.1:8000/v1: requests go there instead of an engine in "
+                                 "this process, so this machine needs neither vLLM nor a GPU; the fields above are "
+                                 "then the server's own flags")
+    served_model: str | None = Field(None, description="The server's name for the model (--served-model-name); "
+                                     "default: the one model it serves")
+    api_key_env: str | None = Field(None, description="Environment variable holding the server's --api-key")
+    concurrency: int = Field(8, ge=1, description="Requests in flight to the server at once")
+    prompts_per_request: int = Field(32, ge=1, description="Prompts sent in one /v1/completions request")
+    timeout_s: float = Field(600.0, gt=0, description="Seconds one request may take (retried 3 times)")
 
 
-def check_backend(backend: str, owner: str) -> None:
-    """Raise when ``backend`` is vllm and vLLM cannot run on this machine, saying what to install."""
-    if backend == "vllm":
+def check_backend(backend: str, owner: str, options: VLLMOptions | None = None) -> None:
+    """Raise when ``backend`` is vllm in this process (no server ``base_url``) and vLLM cannot run on this machine,
+    saying what to install."""
+    if backend == "vllm" and not (options is not None and options.base_url):
         from selectune.core.vllm import unavailable
 
         if why := unavailable():
@@ -132,7 +148,7 @@ class EngineChoice(Config):
 
     @model_validator(mode="after")
     def _backend_runs_here(self) -> EngineChoice:
-        check_backend(self.backend, type(self).__name__)
+        check_backend(self.backend, type(self).__name__, self.vllm)
         return self
 
 

@@ -33,7 +33,7 @@ from selectune.core.generate import Generated
 
 TOP_N = 20  # vLLM's default max_logprobs
 INSTALL = ("pip install 'selectune[vllm]' on Linux with a CUDA GPU (the extra pins vllm 0.32.0, built on this torch; "
-           "see docs/capacity.md, 'vLLM', for its dependency caps)")
+           "see docs/capacity.md, 'vLLM', for its dependency caps), or set vllm.base_url to a running vLLM server")
 
 
 def unavailable() -> str | None:
@@ -70,19 +70,26 @@ class Engine:
 
 
 def load_engine(model: str, dtype: str = "auto", options: Any = None, seed: int = 0, trust_remote_code: bool = False,
-                adapter: str | None = None, top_n: int = TOP_N, **engine_kwargs: Any) -> Engine:
+                adapter: str | None = None, **engine_kwargs: Any) -> Engine:
     """vllm.LLM for an alias, local folder or hub id (safetensors); ``dtype`` auto = bfloat16 where supported;
     ``options``: a :class:`selectune.core.config.VLLMOptions` (default its defaults); ``adapter``: a LoRA adapter
-    folder served on top of ``model``."""
+    folder served on top of ``model``. With ``options.base_url`` the engine is that server
+    (:func:`selectune.core.vllm_server.connect`; ``dtype`` is then the server's)."""
+    from selectune.core.config import VLLMOptions
+
+    o = options or VLLMOptions()
+    if o.base_url:
+        from selectune.core.vllm_server import connect
+
+        return connect(model, o, seed, trust_remote_code, adapter)
     if why := unavailable():
         raise RuntimeError(f"the vLLM backend cannot run here: {why}")
     import vllm
 
     from selectune.core import models
-    from selectune.core.config import VLLMOptions
     from selectune.core.settings import resolve_dtype
 
-    o = options or VLLMOptions()
+    top_n = o.top_logprobs
     max_num_seqs, gpu_memory_utilization, tensor_parallel_size = (o.max_num_seqs, o.gpu_memory_utilization,
                                                                   o.tensor_parallel_size)
     dt = resolve_dtype(dtype, "cuda")

@@ -28,7 +28,9 @@ from selectune.stage import stage_key
 
 STAGE_CONFIGS = (DataConfig, EvalSetConfig, EvalConfig, IFDScoringConfig, JudgeConfig, PromoteConfig, ReflectionConfig,
                  SelectionConfig, SelectITConfig, TuneConfig)
-VLLM = {f"vllm.{f}" for f in ("gpu_memory_utilization", "max_num_seqs", "tensor_parallel_size")}
+VLLM = {f"vllm.{f}" for f in ("gpu_memory_utilization", "max_num_seqs", "tensor_parallel_size", "top_logprobs",
+                               "base_url", "served_model", "api_key_env", "concurrency", "prompts_per_request",
+                               "timeout_s")}
 SCORING = {"batch_size", "max_batch_tokens", "attn_implementation", *VLLM}
 TRAINING = {"save_steps", "gradient_checkpointing"}
 # The reviewed list of fields that cannot change what a stage writes (speed, transport, secrets' names, whether the
@@ -57,6 +59,9 @@ SPECIAL: dict[str, Any] = {
                                                                "{{ question }} {{ answer }}{% endmacro %}"),
     "SelectionConfig.quotas": {"a": 0.5, "b": 0.5},
     "SelectionConfig.weights": {"selectit": 1.0, "ifd": -1.0},
+    **{f"{owner}.vllm.base_url": "http://127.0.0.1:8000/v1" for owner in (
+        "SelectITConfig", "IFDScoringConfig", "ReflectionConfig.student", "ReflectionConfig.teacher", "JudgeConfig",
+        "EvalConfig")},
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ import pytest
 from pydantic import ValidationError
 
 from selectune.core import vllm
+from tests.fixtures.vllm_server import FakeVLLM
 from tests.fixtures.vllm_shaped import CompletionOutput, Logprob, ReferenceEngine, RequestOutput
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
@@ -121,19 +123,49 @@ def test_generation_params_and_generated() -> None:
 
 # ---- the stages on vLLM-shaped results computed by a transformers model ----
 
-@pytest.fixture
-def vllm_here(monkeypatch: pytest.MonkeyPatch, tiny_model: str):
-    """backend: vllm accepted, every engine a ReferenceEngine on the tiny model (top 3 log-probabilities, so
-    rating tokens fall outside them and take the exact fallback query)."""
-    engines: list[ReferenceEngine] = []
+@dataclass
+class Here:
+    """Where ``backend: vllm`` runs in a test: the config's ``vllm`` options, the reference engines answering
+    (their ``requests``: every (prompt, sampling fields) answered), and how many engines were loaded."""
 
-    def load(model: str, *args, **kwargs) -> ReferenceEngine:
-        engines.append(ReferenceEngine(model, top_n=3))
-        return engines[-1]
+    opts: dict
+    engines: list[ReferenceEngine]
+    loads: list[str]
 
-    monkeypatch.setattr(vllm, "unavailable", lambda: None)
-    monkeypatch.setattr(vllm, "load_engine", load)
-    return engines
+    @property
+    def requests(self) -> list:
+        return [r for e in self.engines for r in e.requests]
+
+
+@pytest.fixture(params=["engine", "server"])
+def vllm_here(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tiny_model: str):
+    """backend: vllm accepted, every engine a ReferenceEngine on the tiny model, in process ("engine") or behind a
+    vLLM-shaped server on 127.0.0.1 reached through ``vllm.base_url`` ("server"); top 3 log-probabilities, so rating
+    tokens fall outside them and take the exact fallback query."""
+    from selectune.core import vllm_server
+
+    if request.param == "engine":
+        here = Here({"top_logprobs": 3}, [], [])
+
+        def load(model: str, *args, **kwargs) -> ReferenceEngine:
+            here.engines.append(ReferenceEngine(model, top_n=3))
+            here.loads.append(model)
+            return here.engines[-1]
+
+        monkeypatch.setattr(vllm, "unavailable", lambda: None)
+        monkeypatch.setattr(vllm, "load_engine", load)
+        yield here
+        return
+    with FakeVLLM(tiny_model) as srv:
+        here = Here({"top_logprobs": 3, "base_url": srv.url}, [srv.engine], [])
+        connect = vllm_server.connect
+
+        def counted(model: str, *args, **kwargs) -> vllm_server.ServerEngine:
+            here.loads.append(model)
+            return connect(model, *args, **kwargs)
+
+        monkeypatch.setattr(vllm_server, "connect", counted)
+        yield here
 
 
 def test_selectit_ratings_on_vllm_equal_transformers_and_are_cached_apart(
@@ -142,7 +174,7 @@ def test_selectit_ratings_on_vllm_equal_transformers_and_are_cached_apart(
     from selectune.selectit.rater import rate, rating_cache, rating_prompts
 
     hf = SelectITConfig(models=[tiny_model], dtype="float32")
-    on_vllm = SelectITConfig(models=[tiny_model], dtype="float32", backend="vllm")
+    on_vllm = SelectITConfig(models=[tiny_model], dtype="float32", backend="vllm", vllm=vllm_here.opts)
     prompts = rating_prompts(hf)
     cache = rating_cache(tmp_path / "ratings.sqlite")
     ref = rate(records, tiny_model, hf, prompts, cache, progress=False)
@@ -151,9 +183,9 @@ def test_selectit_ratings_on_vllm_equal_transformers_and_are_cached_apart(
     np.testing.assert_allclose(got.probs, ref.probs, atol=1e-5, rtol=0)
     assert (got.truncated == ref.truncated).all()
     assert got.engine["fallback_queries"] > 0  # some rating tokens were outside the top 3: queried exactly
-    assert all(p == vllm.rating_params(3) or p == vllm.PROMPT_LOGPROB_PARAMS for _, p in vllm_here[0].requests)
+    assert all(p == vllm.rating_params(3) or p == vllm.PROMPT_LOGPROB_PARAMS for _, p in vllm_here.requests)
     again = rate(records, tiny_model, on_vllm, prompts, cache, progress=False)
-    assert again.cache_hits == got.computed and again.computed == 0 and len(vllm_here) == 1  # no engine loaded
+    assert again.cache_hits == got.computed and again.computed == 0 and len(vllm_here.loads) == 1  # none loaded
     np.testing.assert_array_equal(again.probs, got.probs)
 
 
@@ -162,9 +194,10 @@ def test_ifd_on_vllm_equals_transformers(vllm_here, tiny_model: str, records: pd
     from selectune.reflection.ifd import ifd_scores
 
     ref = ifd_scores(records, IFDConfig(model=tiny_model, dtype="float32"), progress=False)
-    got = ifd_scores(records, IFDConfig(model=tiny_model, dtype="float32", backend="vllm"), progress=False)
+    got = ifd_scores(records, IFDConfig(model=tiny_model, dtype="float32", backend="vllm",
+                                             vllm=vllm_here.opts), progress=False)
     pd.testing.assert_frame_equal(got, ref, atol=1e-5, rtol=0)
-    assert all(p == vllm.PROMPT_LOGPROB_PARAMS for _, p in vllm_here[0].requests)
+    assert all(p == vllm.PROMPT_LOGPROB_PARAMS for _, p in vllm_here.requests)
 
 
 def test_teacher_on_vllm_writes_the_transformers_replies(vllm_here, tiny_model: str, tmp_path) -> None:
@@ -175,15 +208,15 @@ def test_teacher_on_vllm_writes_the_transformers_replies(vllm_here, tiny_model: 
     reqs = [[{"role": "user", "content": "Rewrite: add two and three."}], [{"role": "user", "content": "What?"}]]
     kw = {"model": tiny_model, "dtype": "float32", "max_new_tokens": 12, "repetition_penalty": 1.0}
     hf = make_teacher(TeacherConfig(**kw), None).complete(reqs, progress=False, steps=[INSTRUCTION_PARTS] * 2)
-    teacher = make_teacher(TeacherConfig(**kw, backend="vllm"), tmp_path / "t.sqlite")
+    teacher = make_teacher(TeacherConfig(**kw, backend="vllm", vllm=vllm_here.opts), tmp_path / "t.sqlite")
     got = teacher.complete(reqs, progress=False, steps=[INSTRUCTION_PARTS] * 2)
     assert teacher.id.startswith("vllm:") and [c.text for c in got] == [c.text for c in hf]
     assert [c.completion_tokens for c in got] == [c.completion_tokens for c in hf]
     assert [c.finish_reason for c in got] == [c.finish_reason for c in hf]
-    assert any(p.get("stop") == ["[End]", "[New Answer]"] for _, p in vllm_here[0].requests)  # the prefill steps
-    again = make_teacher(TeacherConfig(**kw, backend="vllm"), tmp_path / "t.sqlite").complete(
+    assert any(p.get("stop") == ["[End]", "[New Answer]"] for _, p in vllm_here.requests)  # the prefill steps
+    again = make_teacher(TeacherConfig(**kw, backend="vllm", vllm=vllm_here.opts), tmp_path / "t.sqlite").complete(
         reqs, progress=False, steps=[INSTRUCTION_PARTS] * 2)
-    assert all(c.cached for c in again) and len(vllm_here) == 1
+    assert all(c.cached for c in again) and len(vllm_here.loads) == 1
 
 
 def test_judge_samples_on_vllm_equal_transformers(vllm_here, tiny_model: str, records: pd.DataFrame) -> None:
@@ -191,27 +224,28 @@ def test_judge_samples_on_vllm_equal_transformers(vllm_here, tiny_model: str, re
     from selectune.judge.labels import label_records, sample_for_labels
     from selectune.tracking.registry import load_model, load_vllm_model
 
-    cfg = JudgeConfig(backend="vllm", n_samples=2, max_new_tokens=8, dtype="float32")
+    cfg = JudgeConfig(backend="vllm", n_samples=2, max_new_tokens=8, dtype="float32", vllm=vllm_here.opts)
     recs = label_records(records.head(3))
     ref = sample_for_labels(recs, cfg, load_model(tiny_model, dtype="float32", device="cpu"))
     got = sample_for_labels(recs, cfg, load_vllm_model(tiny_model, cfg.vllm, cfg.dtype))
     pd.testing.assert_frame_equal(got, ref)
-    seeds = [p["seed"] for _, p in vllm_here[0].requests]
+    seeds = [p["seed"] for _, p in vllm_here.requests]
     assert len(set(seeds)) == len(seeds) == 6  # one seed per (record, sample)
 
 
 def test_evaluation_answers_on_vllm_equal_transformers_and_are_cached_apart(
-        vllm_here, tiny_model: str, records: pd.DataFrame) -> None:
+        vllm_here, tiny_model: str, records: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     from selectune.evaluation.config import EvalConfig
     from selectune.evaluation.measure import greedy_answers
     from selectune.tracking.registry import load_model, load_vllm_model
 
-    cfg = EvalConfig(backend="vllm", max_new_tokens=8)
+    monkeypatch.setenv("SELECTUNE_HOME", str(tmp_path))  # an answer cache of its own (engine and server share keys)
+    cfg = EvalConfig(backend="vllm", max_new_tokens=8, vllm=vllm_here.opts)
     items = records.head(3)
     ref = greedy_answers(load_model(tiny_model, dtype="float32", device="cpu"), "tiny", items, cfg)
     got = greedy_answers(load_vllm_model(tiny_model, cfg.vllm, "float32"), "tiny", items, cfg)
-    assert got == ref and len(vllm_here[0].requests) == 3  # not served from the transformers answers' cache
-    assert all(p["temperature"] == 0.0 and p["max_tokens"] == 8 for _, p in vllm_here[0].requests)
+    assert got == ref and len(vllm_here.requests) == 3  # not served from the transformers answers' cache
+    assert all(p["temperature"] == 0.0 and p["max_tokens"] == 8 for _, p in vllm_here.requests)
 
 
 # ---- real vLLM on a GPU ----
