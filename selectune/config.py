@@ -59,28 +59,35 @@ class PipelineConfig(Config):
     scale: ScaleConfig = Field(default_factory=ScaleConfig)
 
 
-def load_config(path: str | Path | None, backend: str | None = None) -> PipelineConfig:
+def load_config(path: str | Path | None, backend: str | None = None, vllm: dict | None = None) -> PipelineConfig:
     """Read a YAML recipe into a validated PipelineConfig (no file = defaults); ``backend`` (hf, vllm) replaces
     the engine of every local model: the raters, the IFD students, a local teacher, the judge's sampling, the
-    evaluation's greedy answers."""
+    evaluation's greedy answers; ``vllm`` (options such as a server's ``base_url``) is merged into each of them."""
     raw = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}) if path is not None else {}
     if backend is not None:
-        raw = with_backend(raw, backend)
+        raw = with_backend(raw, backend, vllm)
     if path is None:
         return PipelineConfig.model_validate(raw)
     return PipelineConfig.model_validate(resolve_paths(PipelineConfig, raw, Path(path).resolve().parent))
 
 
-def with_backend(raw: dict, backend: str) -> dict:
-    """A recipe mapping with ``backend`` set in every section that runs a local model (an OpenAI-compatible
-    teacher stays remote)."""
+def with_backend(raw: dict, backend: str, vllm: dict | None = None) -> dict:
+    """A recipe mapping with ``backend`` set (and ``vllm`` merged) in every section that runs a local model (an
+    OpenAI-compatible teacher stays remote)."""
+
+    def engine(section: dict | None) -> dict:
+        out = {**(section or {}), "backend": backend}
+        if vllm:
+            out["vllm"] = {**(out.get("vllm") or {}), **vllm}
+        return out
+
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
     for section in ("selectit", "ifd", "judge", "eval"):
-        out[section] = {**(out.get(section) or {}), "backend": backend}
+        out[section] = engine(out.get(section))
     reflection = dict(out.get("reflection") or {})
-    reflection["student"] = {**(reflection.get("student") or {}), "backend": backend}
+    reflection["student"] = engine(reflection.get("student"))
     teacher = dict(reflection.get("teacher") or {})
     if teacher.get("backend", "hf") != "openai":
-        reflection["teacher"] = {**teacher, "backend": backend}
+        reflection["teacher"] = engine(teacher)
     out["reflection"] = reflection
     return out

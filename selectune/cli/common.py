@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -15,11 +15,24 @@ if TYPE_CHECKING:
 
 Dtype = Literal["auto", "float32", "bfloat16"]
 OnInvalid = Literal["error", "skip"]
+VLLMUrl = Annotated[str | None, typer.Option("--vllm-url", help="A running vLLM server (vllm serve MODEL), e.g. "
+                                             "http://127.0.0.1:8000/v1: the vLLM backend's requests go there "
+                                             "(implies --backend vllm; this machine then needs neither vLLM nor a "
+                                             "GPU)", show_default=False)]
 
 
 def fail(message: str) -> None:
     typer.secho(f"error: {message}", fg="red", err=True)
     raise typer.Exit(2)
+
+
+def engine(backend: str | None, vllm_url: str | None) -> dict[str, Any]:
+    """The config fields ``--backend`` and ``--vllm-url`` give (a server URL implies the vLLM backend)."""
+    if vllm_url is None:
+        return {"backend": backend}
+    if backend == "hf":
+        fail("--vllm-url needs the vLLM backend, not --backend hf")
+    return {"backend": "vllm", "vllm": {"base_url": vllm_url}}
 
 
 def field_help(cls: type[BaseModel], name: str, default: bool = True) -> str:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from selectune.cli.common import fail, option, run_tracked
+from selectune.cli.common import VLLMUrl, engine, fail, option, run_tracked
 from selectune.judge.config import JudgeConfig
 
 judge_app = typer.Typer(help="Self-J judge: train it label-free, score responses, pick the best of n.",
@@ -120,6 +120,7 @@ def train_cmd(
                                                 "fields")] = None,
     n_samples: Annotated[int | None, typer.Option(help="Responses sampled per instruction")] = None,
     backend: Annotated[Literal["hf", "vllm"] | None, option(JudgeConfig, "backend")] = None,
+    vllm_url: VLLMUrl = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop training after N optimizer steps")] = None,
     register_as: Annotated[str | None, typer.Option(help="Model Registry name ('' skips registration)")] = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment")] = "selectune",
@@ -136,7 +137,7 @@ def train_cmd(
         from selectune.core.config import load_stage_config
 
         cfg = load_stage_config(JudgeConfig, "judge", config, model=model, base=base, n_samples=n_samples,
-                                backend=backend, max_steps=max_steps, register_as=register_as)
+                                **engine(backend, vllm_url), max_steps=max_steps, register_as=register_as)
     except (ValidationError, OSError, yaml.YAMLError) as err:
         fail(f"{config}: {err}")
     from selectune.judge.stage import judge_stage

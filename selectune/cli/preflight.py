@@ -1,5 +1,5 @@
 """Before a run does any work: is every service it will talk to reachable? An unreachable MLflow tracking server,
-Prefect API, teacher or judge endpoint is reported at once, with its URL and what to do, instead of after the
+Prefect API, teacher, judge or vLLM server is reported at once, with its URL and what to do, instead of after the
 models have loaded or halfway through the flow. Any HTTP answer counts as reachable (an endpoint that wants a key
 answers 401); only a refused connection, a failed name lookup or a timeout does not."""
 
@@ -41,7 +41,21 @@ def endpoints(cfg: Any) -> list[tuple[str, str, str]]:
     if cfg.eval.enabled and cfg.eval.judge and cfg.eval.judge.startswith("openai:") and cfg.eval.judge_base_url:
         out.append(("evaluation judge endpoint", cfg.eval.judge_base_url.rstrip("/") + "/models",
                     "check eval.judge_base_url"))
+    for what, section in vllm_sections(cfg):
+        urls = section.vllm.base_url
+        for url in sorted(set(urls.values() if isinstance(urls, dict) else [urls] if urls else [])):
+            out.append((f"vLLM server ({what})", url.rstrip("/") + "/models",
+                        f"start it (vllm serve MODEL), or check {what}.vllm.base_url"))
     return out
+
+
+def vllm_sections(cfg: Any) -> list[tuple[str, Any]]:
+    """(name, config) of every section of a pipeline config that will run a model on the vLLM backend."""
+    sections = [("selectit", cfg.selectit, True), ("ifd", cfg.ifd, cfg.ifd.enabled),
+                ("reflection.student", cfg.reflection.student, cfg.reflection.enabled),
+                ("reflection.teacher", cfg.reflection.teacher, cfg.reflection.enabled),
+                ("judge", cfg.judge, cfg.judge.enabled), ("eval", cfg.eval, cfg.eval.enabled)]
+    return [(name, section) for name, section, used in sections if used and section.backend == "vllm"]
 
 
 def check(cfg: Any) -> list[str]:

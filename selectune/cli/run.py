@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from selectune.cli.common import fail
+from selectune.cli.common import VLLMUrl, engine, fail
 from selectune.core.settings import disable_telemetry
 
 
@@ -18,7 +18,8 @@ def run_cmd(config: Annotated[Path | None, typer.Option(help="YAML recipe (Pipel
             backend: Annotated[Literal["hf", "vllm"] | None, typer.Option(
                 help="Engine of every local model (raters, IFD students, a local teacher, the judge's sampling, "
                      "the evaluation's greedy answers); "
-                     "vllm needs a CUDA GPU and pip install 'selectune[vllm]'")] = None) -> None:
+                     "vllm needs a CUDA GPU and pip install 'selectune[vllm]', or --vllm-url")] = None,
+            vllm_url: VLLMUrl = None) -> None:
     """Run the curation flow (Prefect; no server needed) and print where outputs and MLflow runs are."""
     disable_telemetry()
     import yaml
@@ -27,7 +28,7 @@ def run_cmd(config: Annotated[Path | None, typer.Option(help="YAML recipe (Pipel
     from selectune.config import load_config
 
     try:
-        cfg = load_config(config, backend)
+        cfg = load_config(config, **engine(backend, vllm_url))
     except (ValidationError, OSError, yaml.YAMLError) as err:
         fail(f"{config}: {err}")
     if limit is not None:

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from selectune.cli.common import Dtype, OnInvalid, build, fail, option
+from selectune.cli.common import Dtype, OnInvalid, VLLMUrl, build, engine, fail, option
 from selectune.reflection.config import IFDConfig
 from selectune.selectit.config import SelectITConfig
 
@@ -54,6 +54,7 @@ def score_selectit_cmd(
     rating_prompts: Annotated[str | None, option(S, "rating_prompts_file", "--rating-prompts")] = None,
     dtype: Annotated[Dtype | None, option(S, "dtype")] = None,
     backend: Annotated[Literal["hf", "vllm"] | None, option(S, "backend")] = None,
+    vllm_url: VLLMUrl = None,
     rating_scale: Annotated[int | None, option(S, "rating_scale", "--rating-scale", "--k")] = None,
     std_penalty: Annotated[float | None, option(S, "std_penalty", "--std-penalty", "--alpha")] = None,
     batch_size: Annotated[int | None, option(S, "batch_size")] = None,
@@ -74,7 +75,7 @@ def score_selectit_cmd(
         fail(f"--weights {weights!r}: expected comma-separated numbers, e.g. 2,1")
     cfg = build(SelectITConfig, models=model or None, fidelity=fidelity, num_prompts=num_prompts,
                 sentence_level=sentence_level, weights=parsed, normalization=normalization, layout=layout,
-                rating_prompts_file=rating_prompts, dtype=dtype, backend=backend, rating_scale=rating_scale,
+                rating_prompts_file=rating_prompts, dtype=dtype, **engine(backend, vllm_url), rating_scale=rating_scale,
                 std_penalty=std_penalty, batch_size=batch_size, max_tokens=max_tokens,
                 use_cache=False if no_cache else None)
     with streamed_records(input, output, on_invalid, limit) as records:
@@ -101,6 +102,7 @@ def score_ifd_cmd(
     batch_size: Annotated[int | None, option(IFD, "batch_size")] = None,
     dtype: Annotated[Dtype | None, option(IFD, "dtype")] = None,
     backend: Annotated[Literal["hf", "vllm"] | None, option(IFD, "backend")] = None,
+    vllm_url: VLLMUrl = None,
     limit: Annotated[int | None, typer.Option(help="Score only the first N records")] = None,
     on_invalid: Annotated[OnInvalid, typer.Option()] = "error",
 ) -> None:
@@ -115,7 +117,7 @@ def score_ifd_cmd(
     from selectune.reflection.stage import IFD_CHUNK
 
     cfg = build(IFDConfig, model=model, fidelity=fidelity, template=template, max_tokens=max_tokens,
-                batch_size=batch_size, dtype=dtype, backend=backend)
+                batch_size=batch_size, dtype=dtype, **engine(backend, vllm_url))
     with streamed_records(input, output, on_invalid, limit) as records:
         student = Student(cfg)
         bar = tqdm(total=pq.ParquetFile(records).metadata.num_rows, desc=f"IFD {cfg.model}", unit="record")

@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from selectune.core.models import DEFAULT_STUDENT
 
@@ -118,10 +118,11 @@ class VLLMOptions(Config):
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs one model is split over")
     top_logprobs: int = Field(20, ge=1, description="Log-probabilities returned per rating step (vLLM's "
                               "max_logprobs, 20 by default, caps it); a rating token outside them is queried exactly")
-    base_url: str | None = Field(None, pattern=r"^https?://", description="A running vLLM server (vllm serve "
-                                 "MODEL), e.g. http://127.0.0.1:8000/v1: requests go there instead of an engine in "
-                                 "this process, so this machine needs neither vLLM nor a GPU; the fields above are "
-                                 "then the server's own flags")
+    base_url: str | dict[str, str] | None = Field(None, description="A running vLLM server (vllm serve MODEL), "
+                                                  "e.g. http://127.0.0.1:8000/v1, or one per model ({model: URL}; "
+                                                  "SelectIT's raters): requests go there instead of an engine in "
+                                                  "this process, so this machine needs neither vLLM nor a GPU; the "
+                                                  "fields above are then the server's own flags")
     served_model: str | None = Field(None, description="The server's name for the model (--served-model-name); "
                                      "default: the one model it serves")
     api_key_env: str | None = Field(None, description="Environment variable holding the server's --api-key")
@@ -129,10 +130,22 @@ class VLLMOptions(Config):
     prompts_per_request: int = Field(32, ge=1, description="Prompts sent in one /v1/completions request")
     timeout_s: float = Field(600.0, gt=0, description="Seconds one request may take (retried 3 times)")
 
+    @field_validator("base_url")
+    @classmethod
+    def _urls(cls, value: str | dict[str, str] | None) -> str | dict[str, str] | None:
+        for url in ([value] if isinstance(value, str) else (value or {}).values()):
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http(s) URL (e.g. http://127.0.0.1:8000/v1)")
+        return value
+
+    def server_for(self, model: str) -> str | None:
+        """The server that runs ``model`` (None: an engine in this process)."""
+        return self.base_url.get(model) if isinstance(self.base_url, dict) else self.base_url
+
 
 def check_backend(backend: str, owner: str, options: VLLMOptions | None = None) -> None:
     """Raise when ``backend`` is vllm in this process (no server ``base_url``) and vLLM cannot run on this machine,
-    saying what to install."""
+    saying what to install. (With servers for some models only, the others fail when they load.)"""
     if backend == "vllm" and not (options is not None and options.base_url):
         from selectune.core.vllm import unavailable
 
@@ -210,8 +223,11 @@ def load_stage_config(cls: type[C], section: str, path: str | Path | None, **opt
     raw = raw[section] if section in raw else raw
     base = cls.model_validate(resolve_paths(cls, raw, Path(path).resolve().parent) if path else raw)
     # only the fields given explicitly: a command-line ``fidelity`` then fills the rest with its defaults
-    cfg = cls.model_validate({**base.model_dump(exclude_unset=True),
-                              **{k: v for k, v in options.items() if v is not None}})
+    given = base.model_dump(exclude_unset=True)
+    for k, v in options.items():  # a nested section given (vllm) is merged into the file's
+        if v is not None:
+            given[k] = {**given[k], **v} if isinstance(v, dict) and isinstance(given.get(k), dict) else v
+    cfg = cls.model_validate(given)
     if getattr(cfg, "register_as", None) == "":
         cfg.register_as = None  # type: ignore[attr-defined]
     return cfg

@@ -73,15 +73,15 @@ def load_engine(model: str, dtype: str = "auto", options: Any = None, seed: int 
                 adapter: str | None = None, **engine_kwargs: Any) -> Engine:
     """vllm.LLM for an alias, local folder or hub id (safetensors); ``dtype`` auto = bfloat16 where supported;
     ``options``: a :class:`selectune.core.config.VLLMOptions` (default its defaults); ``adapter``: a LoRA adapter
-    folder served on top of ``model``. With ``options.base_url`` the engine is that server
+    folder served on top of ``model``. With a server for ``model`` in ``options.base_url`` the engine is that server
     (:func:`selectune.core.vllm_server.connect`; ``dtype`` is then the server's)."""
     from selectune.core.config import VLLMOptions
 
     o = options or VLLMOptions()
-    if o.base_url:
+    if url := o.server_for(model):
         from selectune.core.vllm_server import connect
 
-        return connect(model, o, seed, trust_remote_code, adapter)
+        return connect(model, url, o, seed, trust_remote_code, adapter)
     if why := unavailable():
         raise RuntimeError(f"the vLLM backend cannot run here: {why}")
     import vllm

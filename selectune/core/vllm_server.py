@@ -153,18 +153,18 @@ class ServerEngine(Engine):
         return parse_response(raw.http_response.json(), prompts, where)
 
 
-def connect(model: str, options: Any, seed: int = 0, trust_remote_code: bool = False,
+def connect(model: str, url: str, options: Any, seed: int = 0, trust_remote_code: bool = False,
             adapter: str | None = None) -> ServerEngine:
-    """A :class:`ServerEngine` on ``options.base_url`` (a VLLMOptions): the served model found, the tokenizer of
-    ``model`` loaded here and checked against the server's, ``adapter`` (a LoRA folder the server can read) loaded
-    into the server at run time."""
+    """A :class:`ServerEngine` on the server at ``url`` (``options``: a VLLMOptions): the served model found, the
+    tokenizer of ``model`` loaded here and checked against the server's, ``adapter`` (a LoRA folder the server can
+    read) loaded into the server at run time."""
     import httpx
     import openai
     from transformers import AutoTokenizer
 
     from selectune.core import models
 
-    url = options.base_url.rstrip("/")
+    url = url.rstrip("/")
     key = None
     if options.api_key_env:
         if not (key := os.environ.get(options.api_key_env)):
@@ -182,17 +182,18 @@ def connect(model: str, options: Any, seed: int = 0, trust_remote_code: bool = F
         tok = AutoTokenizer.from_pretrained(models.resolve(model), trust_remote_code=trust_remote_code)
         answer = _post_json(http, "/tokenize", {"model": served, "prompt": PROBE, "add_special_tokens": False}, url)
         if (theirs := answer.get("tokens")) != (ours := tok.encode(PROBE, add_special_tokens=False)):
-            raise RuntimeError(f"vLLM server {url}: {served!r} tokenizes differently from {model!r} ({theirs[:12]} "
-                               f"vs {ours[:12]}): serve the same model, or set model to what it serves")
+            raise RuntimeError(f"vLLM server {url}: {served!r} tokenizes differently from {model!r} "
+                               f"({(theirs or [])[:12]} vs {ours[:12]}): serve the same model, or set model to what "
+                               "it serves")
         version = _get(http, "/version", url).get("version")
-        max_model_len = cards[served].get("max_model_len")
+        max_model_len, served_root = cards[served].get("max_model_len"), cards[served].get("root")
         if adapter:
             served = _load_adapter(http, url, adapter, cards)
     finally:
         http.close()
-    settings = {"backend": "vllm", "server": url, "served_model": served, "vllm_version": version, "model": model,
-                "max_model_len": max_model_len, "top_n": options.top_logprobs, "seed": seed,
-                "fallback_queries": 0, "adapter": adapter}
+    settings = {"backend": "vllm", "server": url, "served_model": served, "served_root": served_root,
+                "vllm_version": version, "model": model, "max_model_len": max_model_len,
+                "top_n": options.top_logprobs, "seed": seed, "fallback_queries": 0, "adapter": adapter}
     return ServerEngine(client, served, tok, settings, options.concurrency, options.prompts_per_request)
 
 

@@ -52,6 +52,9 @@ class SelectITConfig(BatchedScoring):
     def _weights_match(self) -> SelectITConfig:
         if self.weights is not None and len(self.weights) != len(self.models):
             raise ValueError(f"{len(self.weights)} weights given for {len(self.models)} models")
+        if self.backend == "vllm" and isinstance(self.vllm.base_url, str) and len(self.models) > 1:
+            raise ValueError(f"vllm.base_url: one vLLM server serves one model, and {len(self.models)} raters are "
+                             "given; name a server per rater ({model: URL})")
         prompts = self.num_prompts or 0
         if self.fidelity == "official" and self.sentence_level and prompts != self.rating_scale:
             raise ValueError(f"fidelity official: num_prompts ({self.num_prompts}) must equal rating_scale "

@@ -364,6 +364,10 @@ def test_run_stops_before_any_work_when_a_service_does_not_answer(tmp_path: Path
                       f"model: m, base_url: 'http://127.0.0.1:{port}/v1'}}}}\n", encoding="utf-8")
     result = invoke("run", "--config", recipe)
     assert result.exit_code == 2 and f"teacher endpoint http://127.0.0.1:{port}/v1 is unreachable" in result.output
+    recipe.write_text(f"run_dir: {tmp_path / 'run'}\nselectit: {{models: [gemma-3-270m]}}\n", encoding="utf-8")
+    result = invoke("run", "--config", recipe, "--vllm-url", f"http://127.0.0.1:{port}/v1")
+    assert result.exit_code == 2 and "vllm serve MODEL" in result.output and not (tmp_path / "run").exists()
+    assert f"vLLM server (selectit) http://127.0.0.1:{port}/v1 is unreachable" in result.output
     env = {**__import__("os").environ, "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
     recipe.write_text(f"run_dir: {tmp_path / 'run'}\n", encoding="utf-8")
     proc = subprocess.run([str(Path(sys.executable).parent / "selectune"), "run", "--config", str(recipe)], env=env,

@@ -88,7 +88,8 @@ def test_server_engine_batches_and_records_what_it_talked_to(tiny_model: str) ->
         rated = [b for b in srv.bodies if b.get("logprobs") == 3]
         assert [len(b["prompt"]) for b in rated] == [3, 3, 1] and all(b["model"] == "served-model" for b in rated)
         assert engine.settings | {"server": None} == {
-            "backend": "vllm", "server": None, "served_model": "served-model", "vllm_version": "0.0.0+fake",
+            "backend": "vllm", "server": None, "served_model": "served-model", "served_root": tiny_model,
+            "vllm_version": "0.0.0+fake",
             "model": tiny_model, "max_model_len": 2048, "top_n": 3, "seed": 0,
             "fallback_queries": engine.settings["fallback_queries"], "adapter": None}
         assert engine.settings["server"] == srv.url
@@ -139,12 +140,19 @@ def test_a_server_needs_no_local_vllm_and_does_not_change_stage_keys(monkeypatch
     monkeypatch.setattr(vllm, "unavailable", lambda: "vLLM is not installed")
     with pytest.raises(ValidationError, match="not installed"):
         SelectITConfig(backend="vllm")
-    cfg = SelectITConfig(backend="vllm", vllm={"base_url": "http://10.0.0.5:8000/v1", "served_model": "m",
-                                               "concurrency": 4})
+    cfg = SelectITConfig(models=["a"], backend="vllm", vllm={"base_url": "http://10.0.0.5:8000/v1",
+                                                             "served_model": "m", "concurrency": 4})
     in_process = SelectITConfig.model_construct(**{**dict(cfg), "vllm": VLLMOptions()})
     assert output_fields(cfg) == output_fields(in_process)
-    with pytest.raises(ValidationError, match="base_url"):
+    with pytest.raises(ValidationError, match="not an http"):
         VLLMOptions(base_url="10.0.0.5:8000")
+    with pytest.raises(ValidationError, match="one vLLM server serves one model, and 2 raters"):
+        SelectITConfig(models=["a", "b"], backend="vllm", vllm={"base_url": "http://h:1/v1"})
+    per_model = VLLMOptions(base_url={"a": "http://h:1/v1", "b": "http://h:2/v1"})
+    SelectITConfig(models=["a", "b"], backend="vllm", vllm=per_model)
+    assert (per_model.server_for("b"), per_model.server_for("c")) == ("http://h:2/v1", None)  # c: in process
+    with pytest.raises(ValidationError, match="not an http"):
+        VLLMOptions(base_url={"a": "h:1"})
 
 
 def test_an_adapter_is_loaded_into_the_server_and_answers_as_in_process(tiny_model: str, tmp_path) -> None:
@@ -175,3 +183,47 @@ def test_an_adapter_is_loaded_into_the_server_and_answers_as_in_process(tiny_mod
     with FakeVLLM(tiny_model, lora_updating=False) as srv:
         with pytest.raises(RuntimeError, match="VLLM_ALLOW_RUNTIME_LORA_UPDATING"):
             vllm.load_engine(tiny_model, options=VLLMOptions(base_url=srv.url), adapter=str(folder))
+
+
+def test_each_rater_is_rated_by_its_own_server(tiny_model: str, tiny_model_2: str, records) -> None:
+    from selectune.selectit.config import SelectITConfig
+    from selectune.selectit.rater import rate, rating_prompts
+
+    hf = SelectITConfig(models=[tiny_model, tiny_model_2], dtype="float32", num_prompts=2)
+    prompts, records = rating_prompts(hf), records.head(4)
+    with FakeVLLM(tiny_model) as one, FakeVLLM(tiny_model_2) as two:
+        cfg = SelectITConfig(models=[tiny_model, tiny_model_2], dtype="float32", num_prompts=2, backend="vllm",
+                             vllm={"base_url": {tiny_model: one.url, tiny_model_2: two.url}})
+        for model, srv, other in ((tiny_model, one, two), (tiny_model_2, two, one)):
+            before = len(other.bodies)
+            got = rate(records, model, cfg, prompts, None, progress=False)
+            np.testing.assert_allclose(got.probs, rate(records, model, hf, prompts, None, progress=False).probs,
+                                       atol=1e-5, rtol=0)
+            assert got.engine["server"] == srv.url and len(other.bodies) == before
+
+
+def test_score_commands_take_a_server_url(tiny_model: str, tmp_path) -> None:
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from selectune.cli.main import app
+    from tests.fixtures import DEMO
+
+    def score(*extra: str) -> pd.DataFrame:
+        out = tmp_path / f"{len(extra)}.parquet"
+        res = CliRunner().invoke(app, ["score", "selectit", "-i", str(DEMO), "-o", str(out), "-m", tiny_model,
+                                       "--num-prompts", "2", "--limit", "6", "--dtype", "float32", "--no-cache",
+                                       *extra])
+        assert res.exit_code == 0, res.output
+        return pd.read_parquet(out)
+
+    with FakeVLLM(tiny_model) as srv:
+        got = score("--vllm-url", srv.url)
+        assert len(srv.bodies) > 0
+    pd.testing.assert_series_equal(got["selectit_score"], score()["selectit_score"], atol=1e-5, rtol=0)
+    res = CliRunner().invoke(app, ["score", "selectit", "-i", str(DEMO), "-o", str(tmp_path / "x.parquet"),
+                                   "--backend", "hf", "--vllm-url", "http://127.0.0.1:1/v1"])
+    assert res.exit_code == 2 and "--vllm-url needs the vLLM backend" in res.output
+    res = CliRunner().invoke(app, ["score", "selectit", "-i", str(DEMO), "-o", str(tmp_path / "x.parquet"),
+                                   "--vllm-url", "http://127.0.0.1:1/v1"])  # the two default raters
+    assert res.exit_code == 2 and "name a server per rater" in res.output
