@@ -130,10 +130,15 @@ class ServerEngine(Engine):
         with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(groups)))) as pool, \
                 tqdm(total=len(seqs), desc="vLLM server", unit="prompt", disable=not progress) as bar:
             futures = {pool.submit(self._post, [seqs[i] for i in g], per[g[0]]): g for g in groups}
-            for done in as_completed(futures):
-                for i, res in zip(futures[done], done.result(), strict=True):
-                    out[i] = res
-                bar.update(len(futures[done]))
+            try:
+                for done in as_completed(futures):
+                    for i, res in zip(futures[done], done.result(), strict=True):
+                        out[i] = res
+                    bar.update(len(futures[done]))
+            except BaseException:
+                for f in futures:  # a failed request stops the queued ones (those in flight finish)
+                    f.cancel()
+                raise
         return out
 
     def _post(self, prompts: list[Sequence[int]], params: Mapping[str, Any]) -> list[RequestOutput]:

@@ -227,3 +227,15 @@ def test_score_commands_take_a_server_url(tiny_model: str, tmp_path) -> None:
     res = CliRunner().invoke(app, ["score", "selectit", "-i", str(DEMO), "-o", str(tmp_path / "x.parquet"),
                                    "--vllm-url", "http://127.0.0.1:1/v1"])  # the two default raters
     assert res.exit_code == 2 and "name a server per rater" in res.output
+
+
+def test_a_failed_request_stops_the_queued_ones(tiny_model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeVLLM(tiny_model) as srv:
+        engine = vllm.load_engine(tiny_model, options=VLLMOptions(base_url=srv.url, prompts_per_request=1,
+                                                                  concurrency=1))
+        answer = srv.complete
+        monkeypatch.setattr(srv, "complete", lambda body: answer({**body, "typo": 1}) if body["prompt"] == [[3, 4]]
+                            else answer(body))
+        with pytest.raises(RuntimeError, match=r"HTTP 400 for 1 prompts of 2-2 tokens: unknown fields \['typo'\]"):
+            vllm.last_token_probs(engine, [[1, 2], [3, 4]] + [[5, 6]] * 20, [20], progress=False)
+        assert len(srv.bodies) <= 2  # [1, 2] answered, [3, 4] refused, at most one more in flight; the rest unsent
