@@ -178,3 +178,94 @@ def sequence_losses(model: Any, tokenizer: Any, prefixes: list[str], targets: li
     losses = target_losses(model, seqs, n_t, batch_size, batch_budget(model, max_batch_tokens), pad_id(tokenizer),
                            head_rows, progress)
     return losses, np.array(n_t, dtype=int), np.array(trunc, dtype=bool)
+
+
+# ---- training: the causal LM loss with the head on the scored positions only ----
+
+def fused_head_supported(model: Any) -> bool:
+    """Whether :func:`causal_lm_loss` applies: a plain, frozen linear LM head without bias."""
+    import torch
+
+    _, head, _ = _parts(model)
+    return isinstance(head, torch.nn.Linear) and head.bias is None and not head.weight.requires_grad
+
+
+def causal_lm_loss(model: Any, batch: dict[str, Any], num_items: Any = None, head_rows: int | None = None,
+                   buffers: dict | None = None) -> Any:
+    """transformers' causal LM loss of ``batch`` (``input_ids``, ``labels`` with -100 where unscored, an
+    ``attention_mask`` or packed ``position_ids``, optionally the collator's ``logits_to_keep``) without a
+    [batch x length x vocabulary] logits tensor: the body runs once, the frozen head runs only on the hidden states
+    that predict a scored label, ``head_rows`` at a time in reused buffers, and the gradient with respect to those
+    hidden states is computed in the same pass (softmax - one-hot, times the head). Sum over scored tokens divided
+    by ``num_items`` (transformers' gradient-accumulation normalisation) when given, else their mean. ``buffers``: a
+    dict kept by the caller across batches, so the head's [rows x vocabulary] buffers are allocated once (a fresh
+    one per batch is paged in from the OS each time)."""
+    import torch
+
+    body, head, softcap = _parts(model)
+    keep = batch.get("logits_to_keep") or batch["input_ids"].shape[1]
+    extra = {k: batch[k] for k in ("attention_mask", "position_ids") if k in batch}
+    hidden = body(input_ids=batch["input_ids"], use_cache=False, **extra).last_hidden_state[:, -keep:]
+    targets = torch.nn.functional.pad(batch["labels"], (0, 1), value=-100)[:, 1:]  # position i predicts label i + 1
+    scored = targets != -100
+    total = _head_ce()(hidden[scored], targets[scored], head.weight, softcap,
+                       head_rows or max(1, HEAD_CHUNK_ELEMENTS // head.weight.shape[0]),
+                       {} if buffers is None else buffers)
+    return total / (num_items if num_items is not None else scored.sum().clamp(min=1))
+
+
+_HEAD_CE: Any = None
+
+
+def _head_ce() -> Any:
+    """``apply`` of an autograd function: (hidden [n, H], labels [n], head weight [V, H], soft-cap, rows, buffers) ->
+    summed float32 cross-entropy; its backward returns the gradient for the hidden states computed in the forward
+    pass."""
+    global _HEAD_CE
+    if _HEAD_CE is not None:
+        return _HEAD_CE
+    import torch
+
+    class HeadCrossEntropy(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, hidden: Any, labels: Any, weight: Any, softcap: float | None, rows: int,
+                    buffers: dict) -> Any:
+            kind = hidden.device.type
+            dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else weight.dtype
+            w = weight if weight.dtype == dtype else weight.to(dtype)
+            n, rows = len(hidden), max(1, min(rows, len(hidden)))
+            total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            grad = torch.empty((n, w.shape[1]), dtype=dtype, device=hidden.device)
+            key = (w.shape[0], dtype, hidden.device)
+            if buffers.get("key") != key or len(buffers["buf"]) < rows:
+                buffers.update(key=key, buf=torch.empty((rows, w.shape[0]), dtype=torch.float32, device=hidden.device),
+                               raw=torch.empty((rows, w.shape[0]), dtype=dtype, device=hidden.device))
+            buf, raw = buffers["buf"], buffers["raw"]
+            with torch.autocast(kind, enabled=False):
+                for s in range(0, n, rows):
+                    h, y = hidden[s:s + rows].to(dtype), labels[s:s + rows]
+                    k, x = len(h), buf[: len(h)]
+                    torch.mm(h, w.t(), out=raw[:k])  # the logits as the model computes them, then float32
+                    x.copy_(raw[:k])
+                    tanh = x.div(softcap).tanh_() if softcap else None
+                    if tanh is not None:
+                        torch.mul(tanh, softcap, out=x)
+                    lse = torch.logsumexp(x, -1)
+                    total += (lse - x.gather(1, y[:, None])[:, 0]).sum()
+                    x.sub_(lse[:, None]).exp_()  # softmax
+                    x[torch.arange(k, device=x.device), y] -= 1.0  # d(nll)/d(logits)
+                    if tanh is not None:
+                        x.mul_(1.0 - tanh * tanh)
+                    raw[:k].copy_(x)
+                    torch.mm(raw[:k], w, out=grad[s:s + k])
+            ctx.save_for_backward(grad)
+            ctx.hidden_dtype = hidden.dtype
+            return total
+
+        @staticmethod
+        def backward(ctx: Any, upstream: Any) -> Any:
+            (grad,) = ctx.saved_tensors
+            return (grad * upstream).to(ctx.hidden_dtype), None, None, None, None, None
+
+    _HEAD_CE = HeadCrossEntropy.apply
+    return _HEAD_CE

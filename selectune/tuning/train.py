@@ -23,6 +23,53 @@ from selectune.tuning.config import TuneConfig
 from selectune.tuning.data import Collator, encode_frame, pack
 
 
+def _trainer_class() -> type:
+    """The transformers Trainer with the causal LM loss of :func:`selectune.core.losses.causal_lm_loss` (the LM head
+    on the scored positions only). The first batch is also scored by the model's own loss; a model whose loss that
+    does not reproduce (a logit scale the fused head does not know) trains on the model's own loss instead."""
+    import logging
+
+    from transformers import Trainer
+
+    from selectune.core.losses import causal_lm_loss, fused_head_supported
+
+    class SFTTrainer(Trainer):
+        fused: bool | None = None  # None: not checked yet
+        head_buffers: dict | None = None
+
+        def compute_loss(self, model: Any, inputs: dict, return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            if self.fused is None:
+                self.fused = fused_head_supported(model) and self._fused_matches(model, inputs)
+            if return_outputs or not self.fused:  # evaluation needs the logits
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            items = num_items_in_batch if self.model_accepts_loss_kwargs else None  # as the model would use it
+            self.head_buffers = {} if self.head_buffers is None else self.head_buffers
+            return causal_lm_loss(model, inputs, items, buffers=self.head_buffers)
+
+        def _fused_matches(self, model: Any, inputs: dict) -> bool:
+            """Both losses of the batch's first row, with the same dropout masks, leaving the random state as it
+            was."""
+            import torch
+
+            row = {k: v[:1] if torch.is_tensor(v) else v for k, v in inputs.items()}
+            cuda = list(range(torch.cuda.device_count()))
+            with torch.no_grad(), torch.random.fork_rng(devices=cuda):
+                state = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if cuda else None)
+                fused = causal_lm_loss(model, row)
+                torch.set_rng_state(state[0])
+                if cuda:
+                    torch.cuda.set_rng_state_all(state[1])
+                own = super().compute_loss(model, row)
+            if ok := bool(torch.isclose(fused, own, rtol=5e-3)):
+                return ok
+            logging.getLogger(__name__).warning("the fused LM-head loss (%.5f) does not reproduce the model's own "
+                                                "(%.5f): training on the model's loss", float(fused), float(own))
+            return ok
+
+    return SFTTrainer
+
+
 @dataclass
 class TrainResult:
     model: Any  # the trained PeftModel, eval mode
@@ -62,7 +109,7 @@ def train(cfg: TuneConfig, data_path: str | Path, output: str | Path, callbacks:
     tok = base.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     run = lora.train_lora(
-        cfg, base, [e.features() for e in train_set], Collator(pad_id), out, key,
+        cfg, base, [e.features() for e in train_set], Collator(pad_id), out, key, trainer_cls=_trainer_class(),
         eval_set=[e.features() for e in eval_set], callbacks=[lora.step_metrics(), *callbacks],
         args={"per_device_eval_batch_size": cfg.batch_size, "eval_strategy": "steps" if eval_set else "no",
               "eval_steps": cfg.save_steps,

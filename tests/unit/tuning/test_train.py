@@ -191,3 +191,29 @@ def test_resume_after_kill(tiny_model: str, selected: str, tmp_path: Path, capsy
     resumed, straight = (load_file(d / "adapter" / "adapter_model.safetensors") for d in (out, tmp_path / "whole"))
     for name, value in straight.items():
         torch.testing.assert_close(resumed[name], value, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_fused_head_loss_trains_the_adapter_the_model_loss_trains(tiny_model: str, selected: str, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch, caplog,
+                                                                  packing: bool) -> None:
+    """Two optimizer steps of two micro-batches each (gradient accumulation normalised by the items in the batch)
+    with the fused LM-head loss and with the model's own loss (the fallback when the fused loss does not reproduce
+    it on the first batch): the same adapter weights and training losses."""
+    from safetensors.torch import load_file
+
+    from selectune.core import losses
+
+    cfg = TuneConfig(base=tiny_model, **{**TINY, "grad_accum": 2, "batch_size": 1, "dtype": "float32"},
+                     packing=packing)
+    fused = sft.train(cfg, selected, tmp_path / "fused")
+    assert "fused LM-head loss" not in caplog.text
+    real = losses.causal_lm_loss
+    monkeypatch.setattr(losses, "causal_lm_loss", lambda *a, **k: real(*a, **k) * 1.5)  # a logit scale it misses
+    own = sft.train(cfg, selected, tmp_path / "own")
+    assert "does not reproduce the model's own" in caplog.text  # checked on the first batch: the model's loss
+    a, b = (load_file(r.adapter_dir / "adapter_model.safetensors") for r in (fused, own))
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-3, atol=1e-5)  # Adam magnifies float rounding
+    assert fused.metrics["train_loss"] == pytest.approx(own.metrics["train_loss"], rel=1e-5)
+    assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in a.items() if "lora_B" in k)
