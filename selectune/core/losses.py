@@ -250,9 +250,11 @@ def _head_ce() -> Any:
                     tanh = x.div(softcap).tanh_() if softcap else None
                     if tanh is not None:
                         torch.mul(tanh, softcap, out=x)
-                    lse = torch.logsumexp(x, -1)
-                    total += (lse - x.gather(1, y[:, None])[:, 0]).sum()
-                    x.sub_(lse[:, None]).exp_()  # softmax
+                    picked = x.gather(1, y[:, None])[:, 0]
+                    top = x.amax(-1)
+                    norm = x.sub_(top[:, None]).exp_().sum(-1)  # one exp pass serves the loss and the softmax
+                    total += (top + norm.log() - picked).sum()
+                    x.div_(norm[:, None])  # softmax
                     x[torch.arange(k, device=x.device), y] -= 1.0  # d(nll)/d(logits)
                     if tanh is not None:
                         x.mul_(1.0 - tanh * tanh)
