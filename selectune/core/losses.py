@@ -17,6 +17,7 @@ and cross-entropy are float32. The model's final logit soft-cap (Gemma 2) is app
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -183,9 +184,14 @@ def sequence_losses(model: Any, tokenizer: Any, prefixes: list[str], targets: li
 # ---- training: the causal LM loss with the head on the scored positions only ----
 
 def fused_head_supported(model: Any) -> bool:
-    """Whether :func:`causal_lm_loss` applies: a plain, frozen linear LM head without bias."""
+    """Whether :func:`causal_lm_loss` applies: a causal LM (PEFT-wrapped or not) whose body can be called directly,
+    not one inside a wrapper whose own forward must run (DistributedDataParallel synchronises gradients there), with
+    a plain, frozen linear LM head without bias."""
     import torch
 
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not hasattr(core, "get_decoder"):
+        return False
     _, head, _ = _parts(model)
     return isinstance(head, torch.nn.Linear) and head.bias is None and not head.weight.requires_grad
 
@@ -214,16 +220,11 @@ def causal_lm_loss(model: Any, batch: dict[str, Any], num_items: Any = None, hea
     return total / (num_items if num_items is not None else scored.sum().clamp(min=1))
 
 
-_HEAD_CE: Any = None
-
-
+@functools.cache
 def _head_ce() -> Any:
     """``apply`` of an autograd function: (hidden [n, H], labels [n], head weight [V, H], soft-cap, rows, buffers) ->
     summed float32 cross-entropy; its backward returns the gradient for the hidden states computed in the forward
     pass."""
-    global _HEAD_CE
-    if _HEAD_CE is not None:
-        return _HEAD_CE
     import torch
 
     class HeadCrossEntropy(torch.autograd.Function):
@@ -269,5 +270,4 @@ def _head_ce() -> Any:
             (grad,) = ctx.saved_tensors
             return (grad * upstream).to(ctx.hidden_dtype), None, None, None, None, None
 
-    _HEAD_CE = HeadCrossEntropy.apply
-    return _HEAD_CE
+    return HeadCrossEntropy.apply

@@ -62,6 +62,9 @@ def test_fused_head_loss_equals_transformers_loss_and_gradients(tiny_model: str,
     from selectune.core.losses import causal_lm_loss, fused_head_supported
 
     lora, batches = _lora_and_batches(tiny_model)
+    wrapped = torch.nn.Module()  # like DistributedDataParallel: the model is inside, its forward must run
+    wrapped.module = lora
+    assert not fused_head_supported(wrapped)
     lora.get_base_model().config.final_logit_softcapping = softcap  # Llama ignores it: applied by hand below
     batch = batches[kind]
     assert fused_head_supported(lora)
