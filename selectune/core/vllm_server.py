@@ -211,23 +211,24 @@ def _load_adapter(http: Any, url: str, adapter: str, cards: Mapping[str, Any]) -
     name = f"selectune-{file_digest(Path(adapter) / 'adapter_model.safetensors')[:16]}"
     if name in cards:
         return name
-    resp = http.post("/v1/load_lora_adapter", json={"lora_name": name, "lora_path": str(Path(adapter).resolve())})
-    if resp.status_code != 200:
-        raise RuntimeError(f"vLLM server {url} did not load the adapter {adapter} (HTTP {resp.status_code}: "
-                           f"{resp.text[:300]}): start it with --enable-lora and "
-                           "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, on a machine that can read that folder")
+    _send(lambda: http.post("/v1/load_lora_adapter", json={"lora_name": name,
+                                                             "lora_path": str(Path(adapter).resolve())}),
+          "/v1/load_lora_adapter", url, f"start it with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, on a "
+          f"machine that can read {adapter}")
     return name
 
 
 def _get(http: Any, path: str, url: str) -> Any:
-    return _check(lambda: http.get(path), path, url)
+    return _send(lambda: http.get(path), path, url).json()
 
 
 def _post_json(http: Any, path: str, body: Mapping[str, Any], url: str) -> Any:
-    return _check(lambda: http.post(path, json=body), path, url)
+    return _send(lambda: http.post(path, json=body), path, url).json()
 
 
-def _check(send: Any, path: str, url: str) -> Any:
+def _send(send: Any, path: str, url: str,
+          hint: str = "is it a vLLM server, and its key set in vllm.api_key_env?") -> Any:
+    """The response of ``send()``; an unreachable server or an answer other than 200 is an error naming both."""
     import httpx
 
     try:
@@ -236,6 +237,5 @@ def _check(send: Any, path: str, url: str) -> Any:
         raise RuntimeError(f"vLLM server {url} is unreachable ({type(err).__name__}: {err}): start it (vllm serve "
                            "MODEL) or check vllm.base_url") from None
     if resp.status_code != 200:
-        raise RuntimeError(f"vLLM server {url}: {path} answered HTTP {resp.status_code}: {resp.text[:300]} (is it a "
-                           "vLLM server, and its key set in vllm.api_key_env?)")
-    return resp.json()
+        raise RuntimeError(f"vLLM server {url}: {path} answered HTTP {resp.status_code}: {resp.text[:300]} ({hint})")
+    return resp
