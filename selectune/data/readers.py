@@ -209,7 +209,9 @@ def _iter_json_array(path: Path, file: str, block: int = 1 << 20) -> Iterator[Ro
                 try:
                     value, end = decoder.raw_decode(t.text, pos)
                 except json.JSONDecodeError as e:
-                    if t.more():  # perhaps the element goes on in the next block
+                    # perhaps the element goes on in the next block: only when the error is at the window's end (or
+                    # a string is open), else a bad element early in a big file would read all of it first
+                    if (len(t.text) - e.pos < 16 or e.msg.startswith("Unterminated string")) and t.more():
                         continue
                     reason = f"invalid JSON: {e.msg} (column {t.column(e.lineno, e.colno)})"
                     raise DataValidationError(file, reason, row=index, line=t.lines_before + e.lineno) from None

@@ -61,6 +61,19 @@ def test_windowed_json_array_errors_are_exact(tmp_path: Path, text: str, expect:
         assert error(path, block) == expect, block
 
 
+def test_a_bad_element_early_in_a_big_array_is_reported_without_reading_the_rest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from selectune.data import readers
+
+    path = tmp_path / "big.json"
+    path.write_text('[{"a": 1 "b": 2},\n' + ",\n".join(['{"a": 1}'] * 20_000) + "]", encoding="utf-8")
+    blocks = []
+    real = readers._Text.more
+    monkeypatch.setattr(readers._Text, "more", lambda self: blocks.append(1) or real(self))
+    assert error(path, 64) == ("invalid JSON: Expecting ',' delimiter (column 10)", 1, 1)
+    assert len(blocks) < 5  # not the file's ~3,000 blocks
+
+
 def test_invalid_utf8_in_an_array_names_its_line(tmp_path: Path) -> None:
     path = tmp_path / "latin.json"
     path.write_bytes(b'[\n{"instruction": "ok", "output": "fine"},\n{"instruction": "caf\xe9", "output": "x"}\n]')
