@@ -10,6 +10,7 @@ checkpoint, any other key starts over.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -47,6 +48,7 @@ def find_target_modules(model: Any) -> list[str]:
 def add_lora(model: Any, cfg: Any) -> tuple[Any, list[str]]:
     """Wrap ``model`` in seeded LoRA adapters (cfg: lora_r, lora_alpha, lora_dropout, target_modules, seed);
     returns the peft model and the target module names."""
+    import torch
     from peft import LoraConfig, get_peft_model
     from transformers import set_seed
 
@@ -56,7 +58,33 @@ def add_lora(model: Any, cfg: Any) -> tuple[Any, list[str]]:
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
         model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                                  target_modules=targets, task_type="CAUSAL_LM"))
+    for layer in model.modules():
+        for name, drop in getattr(layer, "lora_dropout", {}).items():
+            if type(drop) is torch.nn.Dropout:
+                layer.lora_dropout[name] = _mask_dropout()(drop.p)
     return model, targets
+
+
+@functools.cache
+def _mask_dropout() -> type:
+    """``nn.Dropout`` whose CPU mask comes from 15 random bits per element, two elements per 32-bit draw (the CPU
+    ``bernoulli_`` draws one number per element and took 14% of a LoRA step). The drop probability is ``p`` rounded
+    to a multiple of 2^-15 (0.05 -> 0.049988) and kept values are scaled by the inverse of the rounded keep
+    probability, so the output's expectation is the input. On other devices, and for a ``p`` that rounds to 0 or 1,
+    it is ``nn.Dropout``."""
+    import torch
+
+    class MaskDropout(torch.nn.Dropout):
+        def forward(self, x: Any) -> Any:
+            dropped = round(self.p * 32768)
+            if not self.training or x.device.type != "cpu" or not 0 < dropped < 32768:
+                return super().forward(x)
+            n = x.numel()
+            bits = torch.empty((n + 1) // 2, dtype=torch.int32).random_().view(torch.int16)[:n].view(x.shape)
+            keep = bits.bitwise_and_(0x7FFF) >= dropped  # random_ fills int32 with 31 random bits: use 15 per half
+            return x.mul(keep).mul_(32768 / (32768 - dropped))
+
+    return MaskDropout
 
 
 def write_meta(adapter_dir: str | Path, base: str, template: str, max_tokens: int, dtype: str, kind: str = "sft",
@@ -182,6 +210,7 @@ def train_lora(cfg: Any, base: Base, train_set: list[dict], collator: Any, outpu
     base, max_tokens).
     ``args`` add to or override the TrainingArguments; ``trainer_cls`` replaces the transformers Trainer; ``meta``
     goes into the adapter's selectune.json."""
+    from peft.helpers import disable_input_dtype_casting
     from transformers import Trainer, TrainingArguments
 
     from selectune.core.settings import device
@@ -212,7 +241,10 @@ def train_lora(cfg: Any, base: Base, train_set: list[dict], collator: Any, outpu
     if arguments.should_save:
         ckpt.mkdir(parents=True, exist_ok=True)
         key_file.write_text(json.dumps({"key": key}))
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    # Under autocast the adapters' matmuls run in the autocast dtype anyway: peft's cast of every adapter input to
+    # float32 (and autocast's cast back) would only copy activations.
+    with disable_input_dtype_casting(model, active=arguments.bf16 or arguments.fp16):
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     model.config.use_cache = True
     adapter_dir = out / "adapter"
     if arguments.should_save:

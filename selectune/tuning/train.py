@@ -45,7 +45,8 @@ def _trainer_class() -> type:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             items = num_items_in_batch if self.model_accepts_loss_kwargs else None  # as the model would use it
             self.head_buffers = {} if self.head_buffers is None else self.head_buffers
-            return causal_lm_loss(model, inputs, items, buffers=self.head_buffers)
+            with self.accelerator.autocast():  # the model's forward is wrapped in it; its body and head are not
+                return causal_lm_loss(model, inputs, items, buffers=self.head_buffers)
 
         def _fused_matches(self, model: Any, inputs: dict) -> bool:
             """Both losses of the batch's first row, with the same dropout masks, leaving the random state as it
@@ -56,7 +57,8 @@ def _trainer_class() -> type:
             cuda = list(range(torch.cuda.device_count()))
             with torch.no_grad(), torch.random.fork_rng(devices=cuda):
                 state = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if cuda else None)
-                fused = causal_lm_loss(model, row)
+                with self.accelerator.autocast():
+                    fused = causal_lm_loss(model, row)
                 torch.set_rng_state(state[0])
                 if cuda:
                     torch.cuda.set_rng_state_all(state[1])
