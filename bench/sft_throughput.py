@@ -11,7 +11,9 @@ micro-batch ``--batch-size``, no gradient accumulation, ``--steps`` optimizer st
 (a) ours: ``selectune.tuning.train.train`` with its defaults: base weights in bfloat16 where the CPU/GPU computes it
     (``--dtype auto``) under bf16 autocast, adapters float32, length-grouped batches padded to the longest
     row, loss on response tokens only (Stanford Alpaca prompt, EOS appended), ``--max-length`` cut, the LM head
-    applied to the scored positions only with its gradient in the same pass (``core.losses.causal_lm_loss``).
+    applied to the scored positions only with its gradient in the same pass (``core.losses.causal_lm_loss``),
+    adapters under the same autocast, their dropout masks drawn 15 bits per element (``core.lora``; p 0.05 rounds
+    to 0.049988).
 (b) baseline: what a naive user writes: float32, ``transformers.Trainer`` with its default random sampler,
     every example tokenized with ``padding="max_length"`` to ``--max-length``, labels = input ids with
     padding masked (loss on prompt and response), same prompt text, same LoRA config.
