@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lo = script("sft_throughput", "--input", str(args.input), "--model", args.model, "--steps", str(args.lora_steps))
     for name, path in (("ours", "engine only"), ("baseline", "Trainer + peft baseline")):
         r = lo[name]
-        row("LoRA", path, r["tokens"], "tokens", r["seconds"], 6 * n_ne * r["tokens"], dtype=r["dtype"])
+        row("LoRA", path, r["tokens"], "tokens", r["seconds"], 6 * n_ne * r["tokens"], 2 * r["scored_tokens"],
+            dtype=r["dtype"])  # the head's forward and input gradient on every scored token
     fig = {"model": args.model, "records": args.n, "roofline_bf16_gflops": roofline / 1e9,
            "non_embedding_params": n_ne, "rating_tokens_useful": useful, "rating_tokens_total": total,
            "torch_threads": torch.get_num_threads(), "rows": rows}

@@ -27,8 +27,11 @@ MFU = 6 * N * T / seconds / peak, the standard forward + backward estimate, with
 parameters (all parameters minus the input embedding matrix, which gemma-3 ties to the LM head) and T =
 real tokens. It counts neither the LM head (2 * hidden * vocab per token, large for a 262k vocabulary) nor
 attention, and LoRA's backward skips the frozen weights' gradients (about 4 * N * T is actually computed),
-so it is the conventional figure, not a roofline. Peak = best 2048x2048 ``torch.matmul`` in the path's
-compute dtype (bf16 for (a) when it uses bf16, float32 for (b)), measured in the same run.
+so it is the conventional figure, not a roofline. ``mfu_with_head`` adds the LM head the loss needs: its forward
+pass and input gradient (2 x 2 * hidden * vocab) on every scored token (for (a) the response tokens, counted in each
+training batch; for (b) the real tokens, one per row too many, though it runs the head on its padding as well).
+Peak = best 2048x2048 ``torch.matmul`` in the path's compute dtype (bf16 for (a) when it uses bf16, float32 for
+(b)), measured in the same run.
 """
 
 from __future__ import annotations
@@ -70,18 +73,25 @@ def parse_args() -> argparse.Namespace:
 
 
 class StepClock(TrainerCallback):
-    """(seconds, real tokens seen) at the end of every optimizer step."""
+    """(seconds, real tokens seen, scored tokens so far) at the end of every optimizer step. ``scored`` is counted by
+    the caller (the labels the loss scores, in training batches only)."""
 
     def __init__(self) -> None:
-        self.marks: list[tuple[float, int]] = []
+        self.marks: list[tuple[float, int, int]] = []
+        self.scored = 0
 
     def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
-        self.marks.append((time.perf_counter(), state.num_input_tokens_seen))
+        self.marks.append((time.perf_counter(), state.num_input_tokens_seen, self.scored))
 
-    def rate(self) -> tuple[float, int]:
-        """(seconds, tokens) over steps 2..S."""
-        (t0, n0), (t1, n1) = self.marks[0], self.marks[-1]
-        return t1 - t0, n1 - n0
+    def rate(self) -> tuple[float, int, int]:
+        """(seconds, tokens, scored tokens) over steps 2..S."""
+        (t0, n0, s0), (t1, n1, s1) = self.marks[0], self.marks[-1]
+        return t1 - t0, n1 - n0, s1 - s0
+
+    def count(self, labels: Any) -> None:
+        """Add the scored tokens of a training batch (a label other than -100 after the shift)."""
+        if torch.is_grad_enabled():  # not the first-batch check or evaluation
+            self.scored += int((labels[:, 1:] != -100).sum())
 
 
 def matmul_peak(dtype: torch.dtype, dev: str, size: int = 2048, iters: int = 8) -> float:
@@ -111,14 +121,27 @@ def load_records(path: Path, n: int) -> pd.DataFrame:
 
 
 def run_ours(args: argparse.Namespace, data: Path, out: Path) -> dict[str, Any]:
+    from selectune.core import losses
+
     clock = StepClock()
     cfg = TuneConfig(base=args.model, max_steps=args.steps, batch_size=args.batch_size, grad_accum=1,
                      max_tokens=args.max_length, eval_fraction=0.0, eval_prompts=0, save_steps=10**6,
                      dtype=args.dtype, register_as=None, warmup_ratio=0.0)
-    res = sft.train(cfg, data, out, callbacks=(clock,))
-    seconds, tokens = clock.rate()
-    return {"seconds": seconds, "tokens": tokens, "padded_tokens": None, "truncated": res.metrics["truncated"],
-            "dtype": resolve_dtype(args.dtype, best_device()), "loss_tokens": "response"}
+    loss = losses.causal_lm_loss
+
+    def counted(model: Any, batch: dict, *rest: Any, **kwargs: Any) -> Any:
+        clock.count(batch["labels"])
+        return loss(model, batch, *rest, **kwargs)
+
+    losses.causal_lm_loss = counted  # the trainer class imports it when it is built, in sft.train
+    try:
+        res = sft.train(cfg, data, out, callbacks=(clock,))
+    finally:
+        losses.causal_lm_loss = loss
+    seconds, tokens, scored = clock.rate()
+    return {"seconds": seconds, "tokens": tokens, "scored_tokens": scored, "padded_tokens": None,
+            "truncated": res.metrics["truncated"], "dtype": resolve_dtype(args.dtype, best_device()),
+            "loss_tokens": "response"}
 
 
 def run_baseline(args: argparse.Namespace, df: pd.DataFrame, out: Path) -> dict[str, Any]:
@@ -143,9 +166,10 @@ def run_baseline(args: argparse.Namespace, df: pd.DataFrame, out: Path) -> dict[
                               logging_steps=1, use_cpu=best_device() == "cpu",
                               include_num_input_tokens_seen="non_padding")
     Trainer(model=model, args=targs, train_dataset=rows, callbacks=[clock]).train()
-    seconds, tokens = clock.rate()
+    seconds, tokens, _ = clock.rate()
     steps = len(clock.marks) - 1
-    return {"seconds": seconds, "tokens": tokens, "padded_tokens": steps * args.batch_size * args.max_length,
+    return {"seconds": seconds, "tokens": tokens, "scored_tokens": tokens,  # the loss scores every real token
+            "padded_tokens": steps * args.batch_size * args.max_length,
             "truncated": sum(len(ids) >= args.max_length for ids in tok(texts)["input_ids"]), "dtype": "float32",
             "loss_tokens": "prompt+response"}
 
@@ -172,9 +196,12 @@ def main() -> None:
         if args.only in (None, "baseline"):
             results["baseline"] = run_baseline(args, df, Path(tmp) / "baseline")
     peaks = {d: matmul_peak(getattr(torch, d), dev) for d in {r["dtype"] for r in results.values()}}
+    head = 2 * config.hidden_size * config.vocab_size  # FLOPs of one LM-head row
     for r in results.values():
         r["tokens_per_s"] = r["tokens"] / r["seconds"]
         r["mfu"] = 6 * n_nonemb * r["tokens"] / r["seconds"] / peaks[r["dtype"]]
+        r["mfu_with_head"] = (6 * n_nonemb * r["tokens"] + 2 * head * r["scored_tokens"]) / r["seconds"] / peaks[
+            r["dtype"]]
     report = {"model": args.model, "device": dev, "n": args.n, "steps": args.steps, "batch_size": args.batch_size,
               "max_length": args.max_length, "params": n_all, "non_embedding_params": n_nonemb,
               "peak_flops": peaks, "torch_threads": torch.get_num_threads(), **results}
