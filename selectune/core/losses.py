@@ -78,9 +78,14 @@ def pack(start: list[int], prefix: list[int], target: list[int], max_length: int
     return start + prefix[len(prefix) - n_prefix:] + target[:n_target], n_target, True
 
 
+def _core(model: Any) -> Any:
+    """The causal LM itself, PEFT-wrapped or not."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def _parts(model: Any) -> tuple[Any, Any, float | None]:
     """(decoder body, LM head, final logit soft-cap) of a causal LM, PEFT-wrapped or not."""
-    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    core = _core(model)
     return core.get_decoder(), core.get_output_embeddings(), getattr(core.config, "final_logit_softcapping", None)
 
 
@@ -189,8 +194,7 @@ def fused_head_supported(model: Any) -> bool:
     a plain, frozen linear LM head without bias."""
     import torch
 
-    core = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if not hasattr(core, "get_decoder"):
+    if not hasattr(_core(model), "get_decoder"):
         return False
     _, head, _ = _parts(model)
     return isinstance(head, torch.nn.Linear) and head.bias is None and not head.weight.requires_grad
